@@ -1,0 +1,16 @@
+"""ASGI entry point (daphne or uvicorn). SSE streams are ordinary Django HTTP responses routed here."""
+
+import os
+
+from channels.routing import ProtocolTypeRouter
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "samsite.settings")
+django_asgi_app = get_asgi_application()
+
+application = ProtocolTypeRouter({"http": django_asgi_app})
+
+# The embedded job runner (JOB_RUNNER=embedded) starts with the server: it resumes orphaned and queued jobs.
+from datasets.runner import start_server_runner  # noqa: E402
+
+start_server_runner()

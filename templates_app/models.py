@@ -1,0 +1,49 @@
+"""Templates: point prompts in normalised coordinates, reusable on every image of a dataset."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from datasets.models import Dataset, DatasetImage, ImageClass
+from samsite.db import BaseModel
+
+
+def validate_points(value: object) -> None:
+    """Points are ``[{x_norm, y_norm, positive}]`` with coordinates in [0, 1] and at least one positive."""
+    from imaging.errors import PointValidationError
+    from imaging.points import parse_points
+
+    if not isinstance(value, list) or not value:
+        raise ValidationError("points must be a non-empty list")
+    try:
+        points = parse_points(value)
+    except PointValidationError as exc:
+        raise ValidationError(str(exc)) from exc
+    if not any(point.positive for point in points):
+        raise ValidationError("points need at least one positive point")
+
+
+class Template(BaseModel):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="templates")
+    name = models.CharField(max_length=200)
+    image_class = models.CharField(
+        max_length=4, choices=ImageClass.choices, blank=True, default="", help_text="Images it applies to."
+    )
+    reference_image = models.ForeignKey(
+        DatasetImage, on_delete=models.SET_NULL, null=True, blank=True, related_name="reference_for"
+    )
+    points = models.JSONField(validators=[validate_points])
+    default_edits = models.JSONField(default=dict, blank=True)
+    position = models.PositiveIntegerField(help_text="Save order within the dataset; stacking follows it.")
+
+    class Meta:
+        ordering = ["dataset", "position"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "position"], name="template_unique_position")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def points_count(self) -> int:
+        return len(self.points or [])

@@ -1,0 +1,121 @@
+"""Shared fixtures: isolated media and cache dirs, alice and bob with session and token clients, photos."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Sync Playwright runs an event loop in the main thread; ORM calls from the test body are still safe there.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_storage(settings, tmp_path):
+    """Every test gets its own media root and embedding cache, the inline runner and the classical backend."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.EMBED_CACHE_DIR = tmp_path / "embeddings"
+    settings.JOB_RUNNER = "inline"
+    settings.SAM_BACKEND = "classical"
+    settings.SAM_CHECKPOINT = None
+    settings.SAM_MODELS_DIR = tmp_path / "no-models"
+    from imaging.registry import reset_segmenters
+
+    reset_segmenters()
+    yield
+    reset_segmenters()
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory):
+    """A tiny SAM-architecture checkpoint with deterministic random weights, loaded by the real loader."""
+    from imaging.tiny_sam import build_tiny_sam_checkpoint
+
+    return build_tiny_sam_checkpoint(tmp_path_factory.mktemp("sam") / "sam_tiny.pth")
+
+
+@pytest.fixture
+def use_tiny_sam(settings, tiny_sam_checkpoint):
+    """Switch the app to the SAM backend on the tiny checkpoint."""
+    from imaging.registry import reset_segmenters
+
+    settings.SAM_BACKEND = "sam"
+    settings.SAM_CHECKPOINT = str(tiny_sam_checkpoint)
+    reset_segmenters()
+    return tiny_sam_checkpoint
+
+
+def _make_user(username: str):
+    from tests.factories import UserFactory
+
+    return UserFactory(username=username)
+
+
+@pytest.fixture
+def alice(db):
+    return _make_user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return _make_user("bob")
+
+
+def _token_client(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def alice_api(alice):
+    """alice through token authentication (as scripts use the API)."""
+    return _token_client(alice)
+
+
+@pytest.fixture
+def bob_api(bob):
+    return _token_client(bob)
+
+
+@pytest.fixture
+def alice_client(alice, client):
+    """alice through a session cookie (as the web pages use the API)."""
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(bob):
+    from django.test import Client
+
+    other = Client()
+    other.force_login(bob)
+    return other
+
+
+def encode(array: np.ndarray, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    """Real photos from scikit-image's bundled samples (no download): colour and grayscale."""
+    from skimage import data
+
+    return {"astronaut": data.astronaut(), "coffee": data.coffee(), "camera": data.camera(), "chelsea": data.chelsea()}
+
+
+@pytest.fixture(scope="session")
+def photo_png(photos) -> dict[str, bytes]:
+    """The same photos encoded as PNG files, as a user would upload them."""
+    return {name: encode(array) for name, array in photos.items()}
