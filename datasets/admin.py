@@ -41,7 +41,16 @@ class DatasetAdmin(admin.ModelAdmin):
 class DatasetImageAdmin(FilePreviewAdminMixin, admin.ModelAdmin):
     preview_fields = ("thumbnail",)
     download_fields = ("file",)
-    list_display = ("preview", "filename", "dataset", "width", "height", "image_class", "is_grayscale", "created")
+    list_display = (
+        "preview",
+        "filename",
+        "dataset",
+        "width",
+        "height",
+        "image_class",
+        "is_grayscale",
+        "created",
+    )
     list_filter = ("image_class", "is_grayscale")
     search_fields = ("filename", "original_filename", "sha256", "dataset__name")
     readonly_fields = ("id", "preview", "sha256", "width", "height", "size_bytes", "created", "updated")

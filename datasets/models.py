@@ -121,7 +121,9 @@ class GenerationJob(BaseModel):
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="jobs")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    status = models.CharField(
+        max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
     compose = models.CharField(max_length=5, choices=ComposeMode.choices, default=ComposeMode.STACK)
     output_format = models.CharField(max_length=4, choices=OutputFormat.choices, default=OutputFormat.PNG)
     export_mask = models.BooleanField(default=False)
@@ -231,7 +233,9 @@ class Variant(BaseModel):
     class Meta:
         ordering = ["job", "image__position", "template_key"]
         constraints = [
-            models.UniqueConstraint(fields=["job", "image", "template_key"], name="variant_unique_job_image_template")
+            models.UniqueConstraint(
+                fields=["job", "image", "template_key"], name="variant_unique_job_image_template"
+            )
         ]
 
     def __str__(self) -> str:

@@ -38,7 +38,9 @@ def image_list_for_dataset(*, dataset: Dataset) -> QuerySet[DatasetImage]:
     return dataset.images.order_by("position")
 
 
-def image_get_for_user(*, user: AbstractBaseUser, image_id: object, dataset: Dataset | None = None) -> DatasetImage:
+def image_get_for_user(
+    *, user: AbstractBaseUser, image_id: object, dataset: Dataset | None = None
+) -> DatasetImage:
     """An image of one of the user's datasets (of ``dataset`` when given), else Http404."""
     require_user(user, "image")
     queryset = DatasetImage.objects.filter(dataset__owner=user).select_related("dataset")
@@ -69,5 +71,7 @@ def variant_list_for_job(*, job: GenerationJob) -> QuerySet[Variant]:
 
 def variant_get_for_user(*, user: AbstractBaseUser, variant_id: object) -> Variant:
     require_user(user, "variant")
-    queryset = Variant.objects.filter(job__owner=user, job__dataset__owner=user).select_related("job", "image")
+    queryset = Variant.objects.filter(job__owner=user, job__dataset__owner=user).select_related(
+        "job", "image"
+    )
     return get_by_public_id(queryset, variant_id, "variant")

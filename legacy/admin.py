@@ -17,7 +17,16 @@ class ComponentInline(admin.TabularInline):
 @admin.register(LegacySession)
 class LegacySessionAdmin(FilePreviewAdminMixin, admin.ModelAdmin):
     preview_fields = ("image",)
-    list_display = ("preview", "short_id", "owner", "filename", "width", "height", "component_total", "created")
+    list_display = (
+        "preview",
+        "short_id",
+        "owner",
+        "filename",
+        "width",
+        "height",
+        "component_total",
+        "created",
+    )
     search_fields = ("id", "owner__username", "filename")
     raw_id_fields = ("owner",)
     readonly_fields = ("id", "preview", "sha256", "width", "height", "created", "updated")

@@ -18,7 +18,9 @@ def legacy_upload_to(instance: models.Model, filename: str) -> str:
 class LegacySession(BaseModel):
     """One image opened with ``/sam/init``; ``points`` accumulates pixel points across ``/sam/segment`` calls."""
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="legacy_sessions")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="legacy_sessions"
+    )
     image = models.FileField(upload_to=legacy_upload_to, max_length=255)
     filename = models.CharField(max_length=255, blank=True)
     width = models.PositiveIntegerField()

@@ -39,7 +39,9 @@ class Template(BaseModel):
 
     class Meta:
         ordering = ["dataset", "position"]
-        constraints = [models.UniqueConstraint(fields=["dataset", "position"], name="template_unique_position")]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "position"], name="template_unique_position")
+        ]
 
     def __str__(self) -> str:
         return self.name

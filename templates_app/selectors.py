@@ -15,7 +15,9 @@ def template_list_for_dataset(*, dataset: Dataset) -> QuerySet[Template]:
     return dataset.templates.select_related("reference_image").order_by("position")
 
 
-def template_get_for_user(*, user: AbstractBaseUser, template_id: object, dataset: Dataset | None = None) -> Template:
+def template_get_for_user(
+    *, user: AbstractBaseUser, template_id: object, dataset: Dataset | None = None
+) -> Template:
     """A template of one of the user's datasets (of ``dataset`` when given), else Http404."""
     require_user(user, "template")
     queryset = Template.objects.filter(dataset__owner=user).select_related("dataset", "reference_image")

@@ -27,7 +27,8 @@ def template_snapshot(template: Template, edits: Mapping | None = None, *, stric
         "image_class": template.image_class,
         "position": template.position,
         "points": [
-            {"x_norm": p.x_norm, "y_norm": p.y_norm, "positive": p.positive} for p in parse_points(template.points)
+            {"x_norm": p.x_norm, "y_norm": p.y_norm, "positive": p.positive}
+            for p in parse_points(template.points)
         ],
         "edits": Edits.from_dict(chosen, strict=strict).to_dict(),
     }
@@ -44,5 +45,7 @@ def spec_from_snapshot(snapshot: Mapping) -> TemplateSpec:
     )
 
 
-def spec_for_template(template: Template, edits: Mapping | None = None, *, strict: bool = True) -> TemplateSpec:
+def spec_for_template(
+    template: Template, edits: Mapping | None = None, *, strict: bool = True
+) -> TemplateSpec:
     return spec_from_snapshot(template_snapshot(template, edits, strict=strict))

@@ -112,7 +112,12 @@ def photos() -> dict[str, np.ndarray]:
     """Real photos from scikit-image's bundled samples (no download): colour and grayscale."""
     from skimage import data
 
-    return {"astronaut": data.astronaut(), "coffee": data.coffee(), "camera": data.camera(), "chelsea": data.chelsea()}
+    return {
+        "astronaut": data.astronaut(),
+        "coffee": data.coffee(),
+        "camera": data.camera(),
+        "chelsea": data.chelsea(),
+    }
 
 
 @pytest.fixture(scope="session")

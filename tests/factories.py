@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from datasets.models import Dataset, DatasetImage, GenerationJob, JobItem, STACK_TEMPLATE_KEY, Variant
+from datasets.models import STACK_TEMPLATE_KEY, Dataset, DatasetImage, GenerationJob, JobItem, Variant
 from legacy.models import Component, LegacySession
 from templates_app.models import Template
 
@@ -21,7 +21,9 @@ def png_bytes(width: int = 64, height: int = 48, *, seed: int = 0, mode: str = "
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     base = ((x * 255) // max(width - 1, 1)).astype(np.uint8)
-    rgb = np.stack([base, ((y * 255) // max(height - 1, 1)).astype(np.uint8), np.full_like(base, seed % 256)], -1)
+    rgb = np.stack(
+        [base, ((y * 255) // max(height - 1, 1)).astype(np.uint8), np.full_like(base, seed % 256)], -1
+    )
     rgb[height // 4 : height // 2, width // 4 : width // 2] = rng.integers(180, 255, size=3, dtype=np.uint8)
     image = Image.fromarray(rgb)
     if mode != "RGB":

@@ -53,7 +53,9 @@ def test_login_with_a_password_reaches_the_datasets_page(client, alice):
 
 
 def test_token_endpoint_returns_a_working_token(client, alice):
-    response = client.post("/api/auth/token/", {"username": "alice", "password": "correct horse battery staple"})
+    response = client.post(
+        "/api/auth/token/", {"username": "alice", "password": "correct horse battery staple"}
+    )
     token = response.json()["token"]
     authed = client.get("/api/datasets/", HTTP_AUTHORIZATION=f"Token {token}")
     assert authed.status_code == 200

@@ -56,7 +56,11 @@ def test_settings_refuse_debug_off_without_a_secret_key(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
     env.update({"DEBUG": "false", "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "samsite.settings"})
     result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
@@ -65,7 +69,11 @@ def test_settings_refuse_debug_off_without_a_secret_key(tmp_path):
 def test_settings_reject_a_malformed_boolean(tmp_path):
     env = dict(os.environ, DEBUG="ture", VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="samsite.settings")
     result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr

@@ -20,7 +20,9 @@ class Command(BaseCommand):
     def handle(self, *args, username: str, no_input: bool, **options):
         users = get_user_model()
         if users.objects.filter(is_superuser=True).exists():
-            self.stdout.write("An admin account exists; log in with it at http://127.0.0.1:8000/accounts/login/")
+            self.stdout.write(
+                "An admin account exists; log in with it at http://127.0.0.1:8000/accounts/login/"
+            )
             return
         if sys.stdin.isatty() and not no_input:
             self.stdout.write("No admin account yet: create one now.")
@@ -29,4 +31,6 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         users.objects.create_superuser(username=username, email="", password=password)
         # Printed once and never stored in clear: the operator should change it after the first login.
-        self.stdout.write(self.style.SUCCESS(f"Created admin account: username '{username}', password '{password}'"))
+        self.stdout.write(
+            self.style.SUCCESS(f"Created admin account: username '{username}', password '{password}'")
+        )
