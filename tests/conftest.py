@@ -16,6 +16,8 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 @pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):
     """Every test gets its own media root and embedding cache, the inline runner and the classical backend."""
+    # Django's default PBKDF2 costs ~1 s per user on this CPU; tests don't need a slow hash.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.EMBED_CACHE_DIR = tmp_path / "embeddings"
     settings.JOB_RUNNER = "inline"
@@ -124,3 +126,9 @@ def photos() -> dict[str, np.ndarray]:
 def photo_png(photos) -> dict[str, bytes]:
     """The same photos encoded as PNG files, as a user would upload them."""
     return {name: encode(array) for name, array in photos.items()}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run browser tests last: sync Playwright keeps an event loop running in the main thread for the rest
+    of the session, and async tests (pytest-asyncio) cannot start their own loop after it."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -1,0 +1,389 @@
+"""REST API of datasets and images: upload, list, class, delete, segment preview, edit preview, prewarm.
+
+Thin views: parse the request, resolve ids through the ownership accessors (someone else's object is a
+404), call one service, render. The services raise ServiceError for refused input, rendered by
+``samsite.api.exception_handler`` as ``{"error": code, "detail": message, ...}`` (field/index when known).
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
+from django.http import Http404, HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from datasets.image_io import decode_stored_image
+from datasets.models import Dataset, DatasetImage
+from datasets.segmentation import app_segmenter_status
+from datasets.selectors import (
+    dataset_get_for_user,
+    dataset_list_for_user,
+    image_get_for_user,
+    image_list_for_dataset,
+)
+from datasets.serializers import (
+    DatasetSerializer,
+    DatasetWriteSerializer,
+    EditPreviewRequestSerializer,
+    EditPreviewResponseSerializer,
+    ErrorSerializer,
+    ImageClassSerializer,
+    ImageSerializer,
+    ImageUploadSerializer,
+    PrewarmRequestSerializer,
+    PrewarmResponseSerializer,
+    SegmentRequestSerializer,
+    SegmentResponseSerializer,
+    UploadResultSerializer,
+)
+from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
+from datasets.services.images import image_delete, image_set_class, images_upload
+from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview
+from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
+from datasets.views import LenientContentNegotiation
+from imaging.codecs import b64encode, encode_image, encode_mask_png
+from imaging.pipeline import TemplateSpec
+from samsite.errors import ServiceError
+from templates_app.selectors import template_get_for_user, template_list_for_dataset
+from templates_app.services import edits_from_input, points_from_input
+from templates_app.specs import spec_for_template
+
+ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
+
+
+def _rendered(serializer_class, instance, request, **kwargs):
+    return serializer_class(instance, context={"request": request}, **kwargs).data
+
+
+@extend_schema(tags=["datasets"])
+@extend_schema_view(
+    list=extend_schema(summary="Your datasets, newest first, with image/template/job counts."),
+    create=extend_schema(
+        request=DatasetWriteSerializer, responses={201: DatasetSerializer, 400: ErrorSerializer}
+    ),
+    retrieve=extend_schema(responses={200: DatasetSerializer, 404: ErrorSerializer}),
+    update=extend_schema(request=DatasetWriteSerializer, responses={200: DatasetSerializer, **ERRORS}),
+    partial_update=extend_schema(
+        summary="Rename.", request=DatasetWriteSerializer, responses={200: DatasetSerializer, **ERRORS}
+    ),
+    destroy=extend_schema(
+        summary="Delete the dataset with its images, templates, jobs and all their files.",
+        responses={204: None, 404: ErrorSerializer},
+    ),
+)
+class DatasetViewSet(viewsets.GenericViewSet):
+    """Datasets of the signed-in user."""
+
+    lookup_url_kwarg = "dataset_id"
+    serializer_class = DatasetSerializer
+    queryset = Dataset.objects.none()  # for the schema; every read goes through the selectors
+    throttle_classes = [ActionScopedRateThrottle]
+    throttle_scopes = {"upload_images": UPLOADS, "prewarm": UPLOADS, "preview": PREVIEWS}
+
+    def get_queryset(self):
+        return dataset_list_for_user(user=self.request.user)
+
+    def get_object(self) -> Dataset:
+        return dataset_get_for_user(user=self.request.user, dataset_id=self.kwargs["dataset_id"])
+
+    def _detail(self, dataset: Dataset) -> dict:
+        annotated = self.get_queryset().get(pk=dataset.pk)
+        return _rendered(DatasetSerializer, annotated, self.request)
+
+    # --- datasets ---------------------------------------------------------------------------------------
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(_rendered(DatasetSerializer, page, request, many=True))
+
+    def create(self, request):
+        data = _valid(DatasetWriteSerializer, request.data)
+        dataset = dataset_create(owner=request.user, name=data["name"])
+        return Response(self._detail(dataset), status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, dataset_id=None):
+        return Response(self._detail(self.get_object()))
+
+    def update(self, request, dataset_id=None):
+        dataset = self.get_object()
+        data = _valid(DatasetWriteSerializer, request.data)
+        return Response(self._detail(dataset_rename(dataset=dataset, name=data["name"])))
+
+    def partial_update(self, request, dataset_id=None):
+        return self.update(request, dataset_id)
+
+    def destroy(self, request, dataset_id=None):
+        dataset_delete(dataset=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # --- images -----------------------------------------------------------------------------------------
+
+    @extend_schema(
+        summary="The dataset's images in upload order (paginated), with authenticated file URLs.",
+        responses={200: ImageSerializer(many=True), 404: ErrorSerializer},
+    )
+    @action(detail=True, methods=["get"], url_name="images", parser_classes=[MultiPartParser, FormParser])
+    def images(self, request, dataset_id=None):
+        dataset = self.get_object()
+        page = self.paginate_queryset(image_list_for_dataset(dataset=dataset))
+        return self.get_paginated_response(_rendered(ImageSerializer, page, request, many=True))
+
+    @extend_schema(
+        summary="Upload images (repeated `images` parts) and/or one `zip`.",
+        description=(
+            "Each undecodable, oversize (MAX_UPLOAD_MB) or duplicate file is listed in `rejected` while the "
+            "good ones are stored (201; 200 when nothing was stored). Errors (400): `no_files` "
+            '("provide images[] or zip"), `max_images_exceeded` ("max_images_exceeded:<n>/<max>", n counting '
+            'the dataset\'s images plus every submitted file), `zip_error` ("zip_error:<reason>": bad_archive, '
+            "no_images, too_many_entries, too_large, compression_ratio, size_mismatch, corrupt_entry, "
+            "encrypted, unsupported_compression; nothing is stored), `too_many_archives`, `too_many_files`."
+        ),
+        request={"multipart/form-data": ImageUploadSerializer},
+        responses={201: UploadResultSerializer, 200: UploadResultSerializer, **ERRORS},
+    )
+    @images.mapping.post
+    def upload_images(self, request, dataset_id=None):
+        dataset = self.get_object()
+        try:
+            files = request.FILES.getlist("images") + request.FILES.getlist("images[]")
+            archives = request.FILES.getlist("zip")
+        except TooManyFilesSent:
+            raise ServiceError("too_many_files", "too many files in one request", field="images") from None
+        except RequestDataTooBig:
+            raise ServiceError("request_too_large", "the request's form fields are too large") from None
+        if len(archives) > 1:
+            raise ServiceError("too_many_archives", "send one zip per request", field="zip")
+        result = images_upload(dataset=dataset, files=files, archive=archives[0] if archives else None)
+        body = {
+            "count": len(result.created),
+            "created": _rendered(ImageSerializer, result.created, request, many=True),
+            "rejected": [{"filename": r.filename, "error": r.error} for r in result.rejected],
+            "dataset": self._detail(dataset),
+        }
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+    # --- previews ---------------------------------------------------------------------------------------
+
+    @extend_schema(
+        summary="Preview the edited variant of one image before a run (JSON with base64, or the PNG itself).",
+        description=(
+            "`templates` lists `{id, edits?}` (default: every template with its default edits); they stack "
+            'in save order. Send `"output": "image"` or `?as=image` to get `image/png` back. When no template '
+            "applies to the image (class filter), `applied` is false and the original is returned. Errors: "
+            "`invalid_template` / `invalid_edits` (with `index`, and `field` for edits), `no_templates`, "
+            "`no_images`, `invalid_compose`, 503 `sam_model_not_loaded`."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "as", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=["json", "image"], required=False
+            )
+        ],
+        request=EditPreviewRequestSerializer,
+        responses={
+            (200, "application/json"): EditPreviewResponseSerializer,
+            (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="The variant as PNG."),
+            **ERRORS,
+            503: ErrorSerializer,
+        },
+    )
+    @action(detail=True, methods=["post"], content_negotiation_class=LenientContentNegotiation)
+    def preview(self, request, dataset_id=None):
+        dataset = self.get_object()
+        data = _valid(EditPreviewRequestSerializer, request.data)
+        image = self._preview_image(dataset, data.get("image_id"))
+        specs = self._preview_specs(dataset, data.get("templates"))
+        result = edit_preview(image=image, specs=specs, compose=data["compose"])
+        if result is None:
+            decoded = decode_stored_image(image.file)
+            png, applied, ids, names, score, area = encode_image(decoded.rgb, "png"), False, [], [], 0.0, 0
+            height, width = decoded.rgb.shape[:2]
+        else:
+            png, applied = encode_image(result.rgb, "png"), True
+            ids, names = list(result.template_ids), list(result.template_names)
+            score, area = float(result.score), int(result.area)
+            height, width = result.rgb.shape[:2]
+        if "image" in (data["output"], request.query_params.get("as")):
+            response = HttpResponse(png, content_type="image/png")
+            response["X-Variant-Applied"] = "true" if applied else "false"
+            return response
+        return Response(
+            {
+                "image_id": image.id.hex,
+                "filename": image.filename,
+                "applied": applied,
+                "template_ids": ids,
+                "template_names": names,
+                "width": width,
+                "height": height,
+                "score": score,
+                "area": area,
+                "variant_png": b64encode(png),
+            }
+        )
+
+    def _preview_image(self, dataset: Dataset, image_id: str | None) -> DatasetImage:
+        if image_id:
+            return image_get_for_user(user=self.request.user, image_id=image_id, dataset=dataset)
+        first = image_list_for_dataset(dataset=dataset).first()
+        if first is None:
+            raise ServiceError("no_images", "the dataset has no images yet", field="image_id")
+        return first
+
+    def _preview_specs(self, dataset: Dataset, items: object) -> list[TemplateSpec]:
+        if items is None:
+            specs = [spec_for_template(template) for template in template_list_for_dataset(dataset=dataset)]
+        elif not isinstance(items, list):
+            raise ServiceError(
+                "invalid_template", "templates must be a list of {id, edits}", field="templates"
+            )
+        else:
+            specs = []
+            for index, item in enumerate(items):
+                template_id = item.get("id") or item.get("template_id") if isinstance(item, dict) else None
+                try:
+                    template = template_get_for_user(
+                        user=self.request.user, template_id=template_id, dataset=dataset
+                    )
+                except Http404:
+                    raise ServiceError(
+                        "invalid_template", "not a template of this dataset", field="templates", index=index
+                    ) from None
+                edits = item.get("edits")
+                if edits is not None:
+                    edits_from_input(edits, index=index)
+                specs.append(spec_for_template(template, edits))
+        if not specs:
+            raise ServiceError("no_templates", "the dataset has no templates to preview", field="templates")
+        return specs
+
+    @extend_schema(
+        summary="Compute and cache the embeddings of chosen images (or all) now, synchronously.",
+        request=PrewarmRequestSerializer,
+        responses={200: PrewarmResponseSerializer, **ERRORS, 503: ErrorSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def prewarm(self, request, dataset_id=None):
+        dataset = self.get_object()
+        data = _valid(PrewarmRequestSerializer, request.data)
+        if "image_ids" in data:
+            images = []
+            for index, image_id in enumerate(data["image_ids"]):
+                try:
+                    images.append(image_get_for_user(user=request.user, image_id=image_id, dataset=dataset))
+                except Http404:
+                    raise ServiceError(
+                        "invalid_image_id", "not an image of this dataset", field="image_ids", index=index
+                    ) from None
+        else:
+            images = list(image_list_for_dataset(dataset=dataset))
+        rows = [
+            {
+                "image_id": step.image.id.hex,
+                "filename": step.image.filename,
+                "computed": step.computed,
+                "skipped": not step.computed and not step.error,
+                "ms": step.ms,
+                "error": step.error,
+            }
+            for step in embeddings_prewarm(images=images)
+        ]
+        return Response(
+            {
+                "total": len(rows),
+                "computed": sum(row["computed"] for row in rows),
+                "skipped": sum(row["skipped"] for row in rows),
+                "failed": sum(bool(row["error"]) for row in rows),
+                "ms": sum(row["ms"] for row in rows),
+                "backend": app_segmenter_status()["backend"],
+                "images": rows,
+            }
+        )
+
+
+@extend_schema(tags=["images"])
+@extend_schema_view(
+    retrieve=extend_schema(responses={200: ImageSerializer, 404: ErrorSerializer}),
+    partial_update=extend_schema(
+        summary="Set the image's class ('' for none, 'pass', 'fail').",
+        request=ImageClassSerializer,
+        responses={200: ImageSerializer, **ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Delete the image with its variants and files.", responses={204: None, 404: ErrorSerializer}
+    ),
+)
+class ImageViewSet(viewsets.GenericViewSet):
+    """One image of one of your datasets. Files: ``file/`` (original) and ``thumbnail/``."""
+
+    lookup_url_kwarg = "image_id"
+    serializer_class = ImageSerializer
+    queryset = DatasetImage.objects.none()
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    throttle_classes = [ActionScopedRateThrottle]
+    throttle_scopes = {"segment": PREVIEWS}
+
+    def get_object(self) -> DatasetImage:
+        return image_get_for_user(user=self.request.user, image_id=self.kwargs["image_id"])
+
+    def retrieve(self, request, image_id=None):
+        return Response(_rendered(ImageSerializer, self.get_object(), request))
+
+    def partial_update(self, request, image_id=None):
+        image = self.get_object()
+        data = _valid(ImageClassSerializer, request.data)
+        return Response(
+            _rendered(ImageSerializer, image_set_class(image=image, image_class=data["image_class"]), request)
+        )
+
+    def destroy(self, request, image_id=None):
+        image_delete(image=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Candidate masks for point prompts (top 3, best first), from the cached embedding.",
+        description=(
+            "Points are normalised `[{x_norm, y_norm, positive}]`, or pixels `[{x, y, positive}]` with "
+            '`"units": "px"`; at least one positive point. Errors: `no_points`, `invalid_points` (with '
+            "`index`), 503 `sam_model_not_loaded`."
+        ),
+        request=SegmentRequestSerializer,
+        responses={200: SegmentResponseSerializer, **ERRORS, 503: ErrorSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def segment(self, request, image_id=None):
+        image = self.get_object()
+        data = _valid(SegmentRequestSerializer, request.data)
+        points = points_from_input(
+            data.get("points"), units=data["units"], width=image.width, height=image.height
+        )
+        preview = segment_preview(image=image, points=points)
+        candidates = [
+            {
+                "rank": rank,
+                "score": float(candidate.score),
+                "area": candidate.area,
+                "bbox": list(candidate.bbox) if candidate.bbox is not None else None,
+                "mask_png": b64encode(encode_mask_png(candidate.mask)),
+            }
+            for rank, candidate in enumerate(preview.candidates, start=1)
+        ]
+        return Response(
+            {
+                "image_id": image.id.hex,
+                "width": preview.width,
+                "height": preview.height,
+                "cached": preview.cached,
+                "backend": app_segmenter_status()["backend"],
+                "candidates": candidates,
+            }
+        )
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

@@ -1,0 +1,272 @@
+"""REST API of generation jobs and variants: thin views over ``datasets.services.jobs`` and the selectors.
+
+Every object is resolved through the ownership accessors (``job_get_for_user``, ``variant_get_for_user``,
+``dataset_get_for_user``), so another user's job, variant, ZIP or event stream is a 404.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from django_eventstream.views import events as eventstream_events
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets.downloads import job_zip_response, variant_file_response
+from datasets.events import job_channel, job_first_event_id
+from datasets.job_serializers import (
+    JobCreateSerializer,
+    JobDetailSerializer,
+    JobItemSerializer,
+    JobSerializer,
+    VariantSerializer,
+)
+from datasets.models import STACK_TEMPLATE_KEY
+from datasets.selectors import (
+    dataset_get_for_user,
+    job_get_for_user,
+    job_items,
+    job_list_for_user,
+    variant_get_for_user,
+    variant_list_for_job,
+)
+from datasets.services.jobs import job_cancel, job_create, job_retry_failed
+from samsite.api import ApiError
+from samsite.db import parse_uuid
+from templates_app.models import Template
+
+_JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
+_DATASET_ID = OpenApiParameter(
+    "dataset_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Dataset id."
+)
+_VARIANT_ID = OpenApiParameter(
+    "variant_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Variant id."
+)
+
+
+class DatasetJobListCreateApi(generics.ListAPIView):
+    """GET: the dataset's jobs, newest first. POST: start a job over every image of the dataset."""
+
+    serializer_class = JobSerializer
+
+    def get_queryset(self):
+        dataset = dataset_get_for_user(user=self.request.user, dataset_id=self.kwargs["dataset_id"])
+        return job_list_for_user(user=self.request.user, dataset=dataset)
+
+    @extend_schema(parameters=[_DATASET_ID], operation_id="dataset_jobs_list")
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        parameters=[_DATASET_ID],
+        request=JobCreateSerializer,
+        responses={202: JobDetailSerializer},
+        operation_id="dataset_jobs_create",
+        description="Queue a job; templates omitted = all the dataset's templates with their default edits. "
+        "Answers 202 with the job and its urls (events, variants, download).",
+    )
+    def post(self, request: Request, dataset_id: str) -> Response:
+        dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        serializer = JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        templates = None
+        if "templates" in data:
+            templates = [
+                (_dataset_template(dataset, entry["template_id"], index), entry.get("edits"))
+                for index, entry in enumerate(data["templates"])
+            ]
+        job = job_create(
+            dataset=dataset,
+            owner=request.user,
+            templates=templates,
+            compose=data["compose"],
+            output_format=data["format"],
+            export_mask=data["export_mask"],
+        )
+        job.refresh_from_db()  # the inline runner may already have run it
+        return Response(
+            JobDetailSerializer(job).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": reverse("api-job-detail", args=[job.id.hex])},
+        )
+
+
+def _dataset_template(dataset, template_id: str, index: int) -> Template:
+    pk = parse_uuid(template_id)
+    template = Template.objects.filter(dataset=dataset, pk=pk).first() if pk else None
+    if template is None:
+        raise ApiError("template_not_found", "no such template in this dataset", index=index)
+    return template
+
+
+class JobListApi(generics.ListAPIView):
+    """The user's job history across datasets, newest first."""
+
+    serializer_class = JobSerializer
+
+    def get_queryset(self):
+        return job_list_for_user(user=self.request.user)
+
+
+class JobDetailApi(generics.RetrieveAPIView):
+    """Status, counters, per-stage timings, encoder calls, cache hits, errors, template snapshot and the
+    ``last_event_id`` to resume the event stream from."""
+
+    serializer_class = JobDetailSerializer
+
+    def get_object(self):
+        return job_get_for_user(user=self.request.user, job_id=self.kwargs["job_id"])
+
+    @extend_schema(parameters=[_JOB_ID])
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(
+        parameters=[_JOB_ID],
+        request=None,
+        responses={202: JobDetailSerializer},
+        description="A queued job is canceled at once; a running one stops after its current image.",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = job_cancel(job=job_get_for_user(user=request.user, job_id=job_id))
+        return Response(JobDetailSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobRetryApi(APIView):
+    @extend_schema(
+        parameters=[_JOB_ID],
+        request=None,
+        responses={202: JobDetailSerializer},
+        description="Queue an ended job again: failed items are redone, unfinished ones resumed.",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = job_retry_failed(job=job_get_for_user(user=request.user, job_id=job_id))
+        job.refresh_from_db()
+        return Response(JobDetailSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobItemListApi(generics.ListAPIView):
+    """Per-image status of a job, in upload order."""
+
+    serializer_class = JobItemSerializer
+
+    def get_queryset(self):
+        return job_items(job=job_get_for_user(user=self.request.user, job_id=self.kwargs["job_id"]))
+
+    @extend_schema(parameters=[_JOB_ID])
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class JobVariantListApi(generics.ListAPIView):
+    serializer_class = VariantSerializer
+
+    def get_queryset(self):
+        job = job_get_for_user(user=self.request.user, job_id=self.kwargs["job_id"])
+        queryset = variant_list_for_job(job=job)
+        image = self.request.query_params.get("image")
+        if image:
+            image_pk = parse_uuid(image)
+            if image_pk is None:
+                raise ApiError("invalid_filter", "image must be an image id", field="image")
+            queryset = queryset.filter(image_id=image_pk)
+        template = self.request.query_params.get("template")
+        if template:
+            if template != STACK_TEMPLATE_KEY:
+                template_pk = parse_uuid(template)
+                if template_pk is None:
+                    raise ApiError(
+                        "invalid_filter", 'template must be a template id or "stack"', field="template"
+                    )
+                template = template_pk.hex
+            queryset = queryset.filter(template_key=template)
+        return queryset
+
+    @extend_schema(
+        parameters=[
+            _JOB_ID,
+            OpenApiParameter("image", OpenApiTypes.STR, description="Only this image's variants."),
+            OpenApiParameter("template", OpenApiTypes.STR, description='A template id, or "stack".'),
+        ]
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class _BinaryApi(APIView):
+    """Views answering files: errors still come back as JSON whatever the Accept header."""
+
+    def perform_content_negotiation(self, request, force=False):
+        return JSONRenderer(), JSONRenderer.media_type
+
+
+class VariantFileApi(_BinaryApi):
+    @extend_schema(
+        parameters=[_VARIANT_ID],
+        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, "the image file")},
+    )
+    def get(self, request: Request, variant_id: str):
+        variant = variant_get_for_user(user=request.user, variant_id=variant_id)
+        return variant_file_response(request, variant)
+
+
+class VariantMaskApi(_BinaryApi):
+    @extend_schema(
+        parameters=[_VARIANT_ID],
+        responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, "the mask (0/255 PNG)")},
+    )
+    def get(self, request: Request, variant_id: str):
+        variant = variant_get_for_user(user=request.user, variant_id=variant_id)
+        if not variant.mask_file:
+            raise ApiError("not_found", "this variant has no mask", status_code=404)
+        return variant_file_response(request, variant, mask=True)
+
+
+class JobDownloadApi(_BinaryApi):
+    @extend_schema(
+        parameters=[_JOB_ID],
+        responses={
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, "variants, masks, manifest")
+        },
+        description="The job's variants as a streamed ZIP (see manifest.json inside). Available at any time: "
+        "a running job's ZIP holds the variants made so far.",
+    )
+    def get(self, request: Request, job_id: str):
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        return job_zip_response(request, job)
+
+
+class JobEventsApi(_BinaryApi):
+    @extend_schema(
+        parameters=[
+            _JOB_ID,
+            OpenApiParameter(
+                "lastEventId",
+                OpenApiTypes.STR,
+                description="Resume after this event id (also read from the Last-Event-ID header). Without "
+                "either, the stream starts with the job's first event.",
+            ),
+        ],
+        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "server-sent events")},
+        description="Live events of the job (server-sent events; needs an ASGI server). Event types: "
+        "status, item, done (JSON data), plus stream-open and keep-alive (every 20 s).",
+    )
+    def get(self, request: Request, job_id: str):
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        django_request = request._request
+        if not django_request.META.get("HTTP_LAST_EVENT_ID") and not any(
+            django_request.GET.getlist("lastEventId")
+        ):
+            # A new connection replays the job from its first event, so a client that connects just after
+            # submitting never misses "running"; pages pass their render-time id instead.
+            query = django_request.GET.copy()
+            query["lastEventId"] = job_first_event_id(job)
+            django_request.GET = query
+        return eventstream_events(django_request, channels=[job_channel(job.id)])

@@ -1,0 +1,214 @@
+"""Serializers of the jobs API: job input, job/item/variant output. Ids are 32-char hex strings."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from datasets.events import job_counters, job_first_event_id, job_last_event_id
+from datasets.models import ComposeMode, GenerationJob, ItemStatus, JobItem, OutputFormat, Variant
+
+MAX_ERRORS_SHOWN = 100
+
+
+class JobTemplateInputSerializer(serializers.Serializer):
+    template_id = serializers.CharField(max_length=64)
+    edits = serializers.JSONField(
+        required=False, allow_null=True, help_text="Edit values; omitted = defaults."
+    )
+
+    def validate_edits(self, value):
+        if value is not None and not isinstance(value, dict):
+            raise serializers.ValidationError("edits must be an object")
+        return value
+
+
+class JobCreateSerializer(serializers.Serializer):
+    templates = JobTemplateInputSerializer(
+        many=True,
+        required=False,
+        help_text="Templates to apply with their edits; omitted = all, with defaults.",
+    )
+    compose = serializers.ChoiceField(choices=ComposeMode.choices, default=ComposeMode.STACK)
+    format = serializers.ChoiceField(choices=OutputFormat.choices, default=OutputFormat.PNG)
+    export_mask = serializers.BooleanField(default=False)
+
+
+class JobCountersSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    processed = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    variants = serializers.IntegerField()
+    encoder_calls = serializers.IntegerField()
+    cache_hits = serializers.IntegerField()
+
+
+class JobUrlsSerializer(serializers.Serializer):
+    self = serializers.CharField()
+    events = serializers.CharField()
+    items = serializers.CharField()
+    variants = serializers.CharField()
+    download = serializers.CharField()
+    cancel = serializers.CharField()
+    retry = serializers.CharField()
+
+
+def job_urls(job: GenerationJob) -> dict:
+    hex_id = job.id.hex
+    return {
+        "self": reverse("api-job-detail", args=[hex_id]),
+        "events": reverse("api-job-events", args=[hex_id]),
+        "items": reverse("api-job-items", args=[hex_id]),
+        "variants": reverse("api-job-variants", args=[hex_id]),
+        "download": reverse("api-job-download", args=[hex_id]),
+        "cancel": reverse("api-job-cancel", args=[hex_id]),
+        "retry": reverse("api-job-retry", args=[hex_id]),
+    }
+
+
+class JobSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(format="hex", read_only=True)
+    dataset = serializers.UUIDField(source="dataset_id", format="hex", read_only=True)
+    format = serializers.CharField(source="output_format", read_only=True)
+    counters = serializers.SerializerMethodField()
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    urls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id",
+            "dataset",
+            "status",
+            "compose",
+            "format",
+            "export_mask",
+            "source",
+            "segmenter",
+            "counters",
+            "encoder_calls",
+            "cache_hits",
+            "timings_ms",
+            "error",
+            "cancel_requested",
+            "created",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "urls",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(JobCountersSerializer)
+    def get_counters(self, job: GenerationJob) -> dict:
+        return job_counters(job)
+
+    @extend_schema_field(JobUrlsSerializer)
+    def get_urls(self, job: GenerationJob) -> dict:
+        return job_urls(job)
+
+
+class JobItemErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    image_id = serializers.CharField()
+    filename = serializers.CharField()
+    error = serializers.CharField()
+
+
+class JobDetailSerializer(JobSerializer):
+    """A job with its template snapshot, failed items and the event id to resume its stream from."""
+
+    templates = serializers.JSONField(source="templates_snapshot", read_only=True)
+    errors = serializers.SerializerMethodField()
+    last_event_id = serializers.SerializerMethodField(
+        help_text="Connect to the events URL with ?lastEventId=<this> to get every event after this response."
+    )
+    first_event_id = serializers.SerializerMethodField(
+        help_text="?lastEventId=<this> replays the job's whole event history (the default when none is given)."
+    )
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "templates", "errors", "last_event_id", "first_event_id"]
+        read_only_fields = fields
+
+    @extend_schema_field(JobItemErrorSerializer(many=True))
+    def get_errors(self, job: GenerationJob) -> list[dict]:
+        failed = job.items.filter(status=ItemStatus.FAILED).select_related("image").order_by("index")
+        return [
+            {"index": i.index, "image_id": i.image_id.hex, "filename": i.image.filename, "error": i.error}
+            for i in failed[:MAX_ERRORS_SHOWN]
+        ]
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_last_event_id(self, job: GenerationJob) -> str:
+        return job_last_event_id(job)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_first_event_id(self, job: GenerationJob) -> str:
+        return job_first_event_id(job)
+
+
+class JobItemSerializer(serializers.ModelSerializer):
+    image_id = serializers.UUIDField(format="hex", read_only=True)
+    filename = serializers.CharField(source="image.filename", read_only=True)
+    image_class = serializers.CharField(source="image.image_class", read_only=True)
+
+    class Meta:
+        model = JobItem
+        fields = [
+            "index",
+            "image_id",
+            "filename",
+            "image_class",
+            "status",
+            "attempts",
+            "error",
+            "ms",
+            "cache_hit",
+        ]
+        read_only_fields = fields
+
+
+class VariantUrlsSerializer(serializers.Serializer):
+    file = serializers.CharField()
+    mask = serializers.CharField(allow_null=True)
+
+
+class VariantSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(format="hex", read_only=True)
+    job_id = serializers.UUIDField(format="hex", read_only=True)
+    image_id = serializers.UUIDField(format="hex", read_only=True)
+    image_filename = serializers.CharField(source="image.filename", read_only=True)
+    template_id = serializers.UUIDField(format="hex", read_only=True, allow_null=True)
+    urls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Variant
+        fields = [
+            "id",
+            "job_id",
+            "image_id",
+            "image_filename",
+            "template_key",
+            "template_id",
+            "template_names",
+            "score",
+            "area",
+            "width",
+            "height",
+            "sha256",
+            "urls",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(VariantUrlsSerializer)
+    def get_urls(self, variant: Variant) -> dict:
+        hex_id = variant.id.hex
+        return {
+            "file": reverse("api-variant-file", args=[hex_id]),
+            "mask": reverse("api-variant-mask", args=[hex_id]) if variant.mask_file else None,
+        }

@@ -1,0 +1,43 @@
+"""``manage.py prune``: delete ended generation jobs older than a number of days, with their files."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from datasets.models import GenerationJob
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete finished, failed and canceled jobs (variants, masks, items) older than --days. The embedding "
+        "cache needs no pruning: it is a size-bounded LRU (EMBED_CACHE_MB); --clear-cache empties it."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--days", type=int, default=30, help="Age of the jobs to delete (default 30).")
+        parser.add_argument("--dry-run", action="store_true", help="Only report what would be deleted.")
+        parser.add_argument("--clear-cache", action="store_true", help="Also empty the embedding cache.")
+
+    def handle(self, *args, **options) -> None:
+        from datasets.segmentation import embedding_cache
+        from datasets.services.jobs import job_delete
+
+        cutoff = timezone.now() - timedelta(days=options["days"])
+        jobs = GenerationJob.objects.filter(status__in=GenerationJob.TERMINAL, created__lt=cutoff)
+        count = variants = 0
+        for job in jobs.iterator():
+            count += 1
+            variants += job.variant_count
+            if not options["dry_run"]:
+                job_delete(job=job)
+        verb = "would delete" if options["dry_run"] else "deleted"
+        self.stdout.write(f"{verb} {count} jobs ({variants} variants) older than {options['days']} days")
+        if options["clear_cache"]:
+            cache = embedding_cache()
+            entries = cache.count()
+            if not options["dry_run"]:
+                cache.clear()
+            self.stdout.write(f"{verb} {entries} cached embeddings")

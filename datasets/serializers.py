@@ -1,0 +1,304 @@
+"""DRF serializers of the dataset API: output shapes, and request shapes for the OpenAPI schema.
+
+Request serializers only check types and shapes; the services own the rules (points, edits, limits) so the
+REST API, the pages and the seed-compatible API refuse the same inputs with the same codes.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from datasets.models import ComposeMode, Dataset, DatasetImage, ImageClass
+from imaging.edits import EDIT_FIELDS, EDIT_RANGES
+
+CLASS_CHOICES = ImageClass.choices
+
+
+def _absolute(request, path: str) -> str:
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+# --- shared field shapes (documented precisely, validated by the services) --------------------------------
+
+
+class PointSerializer(serializers.Serializer):
+    """A normalised point prompt."""
+
+    x_norm = serializers.FloatField(min_value=0.0, max_value=1.0)
+    y_norm = serializers.FloatField(min_value=0.0, max_value=1.0)
+    positive = serializers.BooleanField(default=True, help_text="Foreground (true) or background (false).")
+
+
+class SegmentPointSerializer(serializers.Serializer):
+    """A point prompt: ``x_norm``/``y_norm`` in [0, 1], or with ``"units": "px"`` pixel ``x``/``y``."""
+
+    x_norm = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    y_norm = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    x = serializers.FloatField(required=False, min_value=0.0, help_text="Pixels from the left (units 'px').")
+    y = serializers.FloatField(required=False, min_value=0.0, help_text="Pixels from the top (units 'px').")
+    positive = serializers.BooleanField(default=True)
+
+
+class EditsSerializer(serializers.Serializer):
+    """Edit values (every key optional; missing or null means no change). Unknown keys are refused."""
+
+    def get_fields(self):
+        return {
+            name: serializers.FloatField(
+                required=False,
+                allow_null=True,
+                min_value=EDIT_RANGES[name][0],
+                max_value=EDIT_RANGES[name][1],
+            )
+            for name in EDIT_FIELDS
+        }
+
+
+@extend_schema_field(PointSerializer(many=True))
+class PointsField(serializers.JSONField):
+    """Raw JSON handed to the service, which reports the index of a bad point."""
+
+
+@extend_schema_field(SegmentPointSerializer(many=True))
+class SegmentPointsField(serializers.JSONField):
+    """Raw JSON handed to the point parser (normalised or pixel units)."""
+
+
+@extend_schema_field(EditsSerializer)
+class EditsField(serializers.JSONField):
+    """Raw JSON handed to the imaging ``Edits`` rules (which name the bad field)."""
+
+
+# --- datasets ---------------------------------------------------------------------------------------------
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(format="hex", read_only=True)
+    image_count = serializers.SerializerMethodField()
+    template_count = serializers.SerializerMethodField()
+    job_count = serializers.SerializerMethodField()
+    last_job_status = serializers.SerializerMethodField()
+    images_url = serializers.SerializerMethodField()
+    templates_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id",
+            "name",
+            "created",
+            "updated",
+            "image_count",
+            "template_count",
+            "job_count",
+            "last_job_status",
+            "images_url",
+            "templates_url",
+        ]
+        read_only_fields = fields
+
+    # Counts come annotated from dataset_list_for_user; a dataset from elsewhere is counted on demand.
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_image_count(self, obj: Dataset) -> int:
+        return _count(obj, "image_count", "images")
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_template_count(self, obj: Dataset) -> int:
+        return _count(obj, "template_count", "templates")
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_job_count(self, obj: Dataset) -> int:
+        return _count(obj, "job_count", "jobs")
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_last_job_status(self, obj: Dataset) -> str | None:
+        if hasattr(obj, "last_job_status"):
+            return obj.last_job_status
+        job = obj.jobs.order_by("-created").only("status").first()
+        return job.status if job else None
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_images_url(self, obj: Dataset) -> str:
+        return _absolute(self.context.get("request"), reverse("dataset-images", args=[obj.id.hex]))
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_templates_url(self, obj: Dataset) -> str:
+        return _absolute(self.context.get("request"), reverse("dataset-templates", args=[obj.id.hex]))
+
+
+def _count(obj: Dataset, attribute: str, relation: str) -> int:
+    value = getattr(obj, attribute, None)
+    return int(value) if value is not None else getattr(obj, relation).count()
+
+
+class DatasetWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, help_text="Display name (control characters are removed).")
+
+
+# --- images -----------------------------------------------------------------------------------------------
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(format="hex", read_only=True)
+    dataset = serializers.UUIDField(source="dataset_id", format="hex", read_only=True)
+    file_url = serializers.SerializerMethodField(help_text="The original file (authenticated download).")
+    thumbnail_url = serializers.SerializerMethodField(help_text="PNG thumbnail, longest side 160 px.")
+
+    class Meta:
+        model = DatasetImage
+        fields = [
+            "id",
+            "dataset",
+            "filename",
+            "original_filename",
+            "width",
+            "height",
+            "size_bytes",
+            "sha256",
+            "is_grayscale",
+            "image_class",
+            "position",
+            "created",
+            "file_url",
+            "thumbnail_url",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_file_url(self, obj: DatasetImage) -> str:
+        return _absolute(self.context.get("request"), reverse("image-file", args=[obj.id.hex]))
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_thumbnail_url(self, obj: DatasetImage) -> str:
+        return _absolute(self.context.get("request"), reverse("image-thumbnail", args=[obj.id.hex]))
+
+
+class ImageClassSerializer(serializers.Serializer):
+    image_class = serializers.ChoiceField(choices=CLASS_CHOICES, allow_blank=True, help_text="'' means none.")
+
+
+class ImageUploadSerializer(serializers.Serializer):
+    """multipart/form-data: repeat ``images`` for each file (``images[]`` is accepted too) and/or one ``zip``."""
+
+    images = serializers.ListField(child=serializers.FileField(), required=False)
+    zip = serializers.FileField(required=False, help_text="A ZIP archive; its image entries are added.")
+
+
+class RejectedFileSerializer(serializers.Serializer):
+    filename = serializers.CharField()
+    error = serializers.CharField(help_text='"<code>: <detail>", e.g. "duplicate: same content as a.png".')
+
+
+class UploadResultSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Number of images created.")
+    created = ImageSerializer(many=True)
+    rejected = RejectedFileSerializer(many=True)
+    dataset = DatasetSerializer()
+
+
+# --- previews ---------------------------------------------------------------------------------------------
+
+
+class SegmentRequestSerializer(serializers.Serializer):
+    points = SegmentPointsField(
+        required=False,
+        help_text="[{x_norm, y_norm, positive}] in [0, 1]; with units 'px': [{x, y, positive}] in pixels.",
+    )
+    units = serializers.ChoiceField(choices=["norm", "px"], default="norm")
+
+
+class MaskCandidateSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(help_text="1 is the best.")
+    score = serializers.FloatField()
+    area = serializers.IntegerField(help_text="Mask pixels.")
+    bbox = serializers.ListField(
+        child=serializers.IntegerField(), allow_null=True, help_text="[xmin, ymin, xmax, ymax], inclusive."
+    )
+    mask_png = serializers.CharField(help_text="Single-channel 0/255 PNG, base64, at the image size.")
+
+
+class SegmentResponseSerializer(serializers.Serializer):
+    image_id = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    cached = serializers.BooleanField(help_text="The embedding came from the cache (no encoder call).")
+    backend = serializers.CharField()
+    candidates = MaskCandidateSerializer(many=True)
+
+
+class PreviewTemplateSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="A template of this dataset.")
+    edits = EditsField(required=False, allow_null=True, help_text="Omitted: the template's default edits.")
+
+
+@extend_schema_field(PreviewTemplateSerializer(many=True))
+class PreviewTemplatesField(serializers.JSONField):
+    """Raw JSON checked item by item by the view, which reports the index of a bad entry."""
+
+
+class EditPreviewRequestSerializer(serializers.Serializer):
+    image_id = serializers.CharField(required=False, help_text="Default: the dataset's first image.")
+    templates = PreviewTemplatesField(
+        required=False,
+        help_text="[{id, edits?}] (stacked in save order); omitted: every template with its default edits.",
+    )
+    compose = serializers.ChoiceField(choices=ComposeMode.choices, default=ComposeMode.STACK)
+    output = serializers.ChoiceField(
+        choices=["json", "image"],
+        default="json",
+        help_text="'image' answers with the PNG itself (also ?as=image) instead of JSON with base64.",
+    )
+
+
+class EditPreviewResponseSerializer(serializers.Serializer):
+    image_id = serializers.CharField()
+    filename = serializers.CharField()
+    applied = serializers.BooleanField(
+        help_text="False when no template applies: variant_png is the original."
+    )
+    template_ids = serializers.ListField(child=serializers.CharField())
+    template_names = serializers.ListField(child=serializers.CharField())
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    score = serializers.FloatField()
+    area = serializers.IntegerField()
+    variant_png = serializers.CharField(help_text="PNG, base64.")
+
+
+class PrewarmRequestSerializer(serializers.Serializer):
+    image_ids = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Images of this dataset; omitted: all of them.",
+    )
+
+
+class PrewarmImageSerializer(serializers.Serializer):
+    image_id = serializers.CharField()
+    filename = serializers.CharField()
+    computed = serializers.BooleanField()
+    skipped = serializers.BooleanField()
+    ms = serializers.IntegerField()
+    error = serializers.CharField(allow_blank=True)
+
+
+class PrewarmResponseSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    computed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    ms = serializers.IntegerField()
+    backend = serializers.CharField()
+    images = PrewarmImageSerializer(many=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error: a stable code, a message, and where it applies the offending field and index."""
+
+    error = serializers.CharField()
+    detail = serializers.CharField()
+    field = serializers.CharField(required=False)
+    index = serializers.IntegerField(required=False)

@@ -1,0 +1,85 @@
+"""Dataset writes: create, rename, delete (with every stored file it owns)."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Iterable
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from datasets.models import Dataset, DatasetImage, Variant
+from samsite.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+NAME_MAX_LENGTH = Dataset._meta.get_field("name").max_length
+
+
+def clean_display_name(value: object, *, field: str = "name", max_length: int = NAME_MAX_LENGTH) -> str:
+    """A user-chosen name, stripped of control characters and surrounding space; ServiceError("invalid_name")
+    when it is not a string, blank or too long (the message names the limit, ``field`` the input)."""
+    if not isinstance(value, str):
+        raise ServiceError("invalid_name", f"{field} must be a string", field=field)
+    cleaned = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
+    if not cleaned:
+        raise ServiceError("invalid_name", f"{field} must not be blank", field=field)
+    if len(cleaned) > max_length:
+        raise ServiceError("invalid_name", f"{field} is longer than {max_length} characters", field=field)
+    return cleaned
+
+
+def dataset_create(*, owner: AbstractBaseUser, name: str) -> Dataset:
+    """Create an empty dataset owned by ``owner``. Raises ServiceError("invalid_name") for a blank/long name."""
+    dataset = Dataset(owner=owner, name=clean_display_name(name))
+    dataset.full_clean()
+    dataset.save()
+    return dataset
+
+
+def dataset_rename(*, dataset: Dataset, name: str) -> Dataset:
+    """Rename ``dataset`` (same rules as :func:`dataset_create`)."""
+    dataset.name = clean_display_name(name)
+    dataset.save(update_fields=["name", "updated"])
+    return dataset
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete ``dataset`` with its images, templates, jobs and variants.
+
+    Stored files (originals, thumbnails, variants, variant masks) are deleted after the transaction commits,
+    so a rolled-back delete never loses a file that a surviving row still points to.
+    """
+    with transaction.atomic():
+        # The row lock makes a concurrent upload wait, so no file is added after the names are collected.
+        dataset_lock(dataset=dataset)
+        names = [
+            *_field_names(DatasetImage.objects.filter(dataset=dataset).values_list("file", "thumbnail")),
+            *_field_names(Variant.objects.filter(job__dataset=dataset).values_list("file", "mask_file")),
+        ]
+        dataset.delete()
+        transaction.on_commit(lambda: delete_stored_files(names))
+
+
+def dataset_lock(*, dataset: Dataset) -> None:
+    """Take the dataset's row lock for the rest of the current transaction.
+
+    Every write that numbers or counts a dataset's children (upload positions and the image limit, template
+    positions, delete) takes it first, so concurrent requests queue instead of colliding on unique positions.
+    """
+    list(Dataset.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True))
+
+
+def _field_names(rows: Iterable[tuple[str, ...]]) -> list[str]:
+    return [name for row in rows for name in row if name]
+
+
+def delete_stored_files(names: Iterable[str]) -> None:
+    """Best-effort deletion from default storage: a file that is already gone is not an error."""
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # a storage hiccup must not turn a committed delete into a 500
+            logger.warning("could not delete stored file %s", name, exc_info=True)

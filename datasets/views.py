@@ -1,0 +1,124 @@
+"""Authenticated downloads of dataset files (media is never served publicly).
+
+DRF views, so scripts can use token authentication and pages the session cookie; ownership goes through
+``image_get_for_user`` (someone else's image is a 404, exactly like a missing one).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import PurePosixPath
+
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.views import APIView
+
+from datasets.models import DatasetImage
+from datasets.selectors import image_get_for_user
+from datasets.serializers import ErrorSerializer
+
+# Files never change under an id (a new upload is a new image), so browsers may keep them a day.
+FILE_CACHE_CONTROL = "private, max-age=86400"
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+}
+
+
+class LenientContentNegotiation(DefaultContentNegotiation):
+    """For views that answer with a file: an ``Accept: image/*`` header must not turn into a 406 before the
+    view runs; errors still render with the first renderer (JSON)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except (NotAcceptable, Http404):  # Http404: an unknown ?format= override
+            return renderers[0], renderers[0].media_type
+
+
+def file_response(
+    file, *, filename: str, content_type: str | None = None, download: bool = False
+) -> FileResponse:
+    """Stream a stored file (storage-agnostic ``open()``) with its display name and a private cache policy."""
+    if not file:
+        raise Http404("file not found")
+    content_type = (
+        content_type
+        or CONTENT_TYPES.get(PurePosixPath(file.name).suffix.lower())
+        or mimetypes.guess_type(file.name)[0]
+        or "application/octet-stream"
+    )
+    response = FileResponse(
+        file.open("rb"), content_type=content_type, as_attachment=download, filename=filename
+    )
+    response["Cache-Control"] = FILE_CACHE_CONTROL
+    return response
+
+
+_DOWNLOAD_PARAM = OpenApiParameter(
+    "download", OpenApiTypes.BOOL, OpenApiParameter.QUERY, description="Send as an attachment (save dialog)."
+)
+_ID_PARAM = OpenApiParameter(
+    "image_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Image id (hex)."
+)
+
+
+class _ImageFileView(APIView):
+    content_negotiation_class = LenientContentNegotiation
+
+    def _image(self, request, image_id: str) -> DatasetImage:
+        return image_get_for_user(user=request.user, image_id=image_id)
+
+    @staticmethod
+    def _download(request) -> bool:
+        return request.query_params.get("download", "").lower() in ("1", "true", "yes")
+
+
+class ImageFileView(_ImageFileView):
+    """The original uploaded file, byte for byte."""
+
+    @extend_schema(
+        operation_id="images_file_retrieve",
+        parameters=[_ID_PARAM, _DOWNLOAD_PARAM],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The original file with its image content type."
+            ),
+            404: ErrorSerializer,
+        },
+        tags=["images"],
+    )
+    def get(self, request, image_id: str):
+        image = self._image(request, image_id)
+        response = file_response(image.file, filename=image.filename, download=self._download(request))
+        response["ETag"] = f'"{image.sha256}"'
+        return response
+
+
+class ImageThumbnailView(_ImageFileView):
+    """The PNG thumbnail (longest side 160 px)."""
+
+    @extend_schema(
+        operation_id="images_thumbnail_retrieve",
+        parameters=[_ID_PARAM, _DOWNLOAD_PARAM],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, 404: ErrorSerializer},
+        tags=["images"],
+    )
+    def get(self, request, image_id: str):
+        image = self._image(request, image_id)
+        stem = image.filename.rsplit(".", 1)[0]
+        return file_response(
+            image.thumbnail,
+            filename=f"{stem}.thumbnail.png",
+            content_type="image/png",
+            download=self._download(request),
+        )

@@ -1,0 +1,584 @@
+/* SAM Dataset Generator: the little JavaScript the pages need (plain, no build step).
+ *
+ * - uploads with a progress bar (XMLHttpRequest upload progress), drag and drop, ZIP archives;
+ * - the template canvas: points, live mask overlay (debounced, stale answers dropped), candidates;
+ * - sliders paired with number inputs, reset, before/after toggle;
+ * - the job page's lightbox (full-size variant with its mask outlined);
+ * - htmx glue: CSRF for fetch/XHR, server error messages, busy states.
+ */
+(function () {
+  "use strict";
+
+  const OVERLAY_RGB = [47, 111, 237];
+  const OVERLAY_ALPHA = 0.45;
+  const OUTLINE_RGB = [255, 214, 10];
+
+  function csrfToken() {
+    const headers = document.body.getAttribute("hx-headers");
+    if (headers) {
+      try { return JSON.parse(headers)["X-CSRFToken"] || ""; } catch (e) { /* fall through */ }
+    }
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function $(selector, root) { return (root || document).querySelector(selector); }
+  function $all(selector, root) { return Array.from((root || document).querySelectorAll(selector)); }
+
+  /* ---------------------------------------------------------------- toasts for server errors */
+  function toast(message, kind) {
+    let box = $("#toast");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "toast";
+      box.setAttribute("role", "alert");
+      document.body.appendChild(box);
+    }
+    box.className = "toast " + (kind || "error");
+    box.textContent = message;
+    box.hidden = false;
+    clearTimeout(box._timer);
+    box._timer = setTimeout(function () { box.hidden = true; }, 6000);
+  }
+
+  function errorFromResponse(xhr) {
+    const status = xhr.status;
+    const type = xhr.getResponseHeader && xhr.getResponseHeader("Content-Type") || "";
+    if (type.indexOf("application/json") === 0) {
+      try {
+        const data = JSON.parse(xhr.responseText);
+        if (data.detail) return data.detail;
+      } catch (e) { /* ignore */ }
+    }
+    if (status === 403) return "Not allowed (your session may have expired: reload the page).";
+    if (status === 404) return "Not found: it may have been deleted.";
+    if (status === 413) return "The upload is too large for the server.";
+    if (status === 429) return "Too many requests: wait a moment and try again.";
+    if (status >= 500) return "The server failed (" + status + "). Try again.";
+    return "The request failed (" + status + ").";
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    const xhr = event.detail.xhr;
+    if (xhr.status === 400) return; // 400 fragments carry their own message and are swapped in
+    toast(errorFromResponse(xhr));
+  });
+  document.addEventListener("htmx:sendError", function () {
+    toast("The server cannot be reached. Check your connection and try again.");
+  });
+
+  /* ---------------------------------------------------------------- step 1: upload */
+  function initUploader(root) {
+    const input = $("#file-input", root);
+    const zone = $("#dropzone", root);
+    const bar = $("#upload-progress", root);
+    const text = $("#upload-text", root);
+    const report = $("#upload-report", root);
+    const url = root.dataset.uploadUrl;
+    let busy = false;
+
+    function setProgress(fraction, label) {
+      bar.hidden = false;
+      bar.classList.toggle("done", fraction >= 1);
+      bar.firstElementChild.style.width = Math.round(fraction * 100) + "%";
+      bar.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
+      text.textContent = label;
+    }
+
+    function send(batch, index, count) {
+      return new Promise(function (resolve) {
+        const form = new FormData();
+        batch.images.forEach(function (file) { form.append("images", file, file.name); });
+        if (batch.zip) form.append("zip", batch.zip, batch.zip.name);
+        const xhr = new XMLHttpRequest();
+        xhr.open("POST", url);
+        xhr.setRequestHeader("X-CSRFToken", csrfToken());
+        xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
+        const prefix = count > 1 ? "Batch " + (index + 1) + " of " + count + ": " : "";
+        xhr.upload.onprogress = function (event) {
+          if (!event.lengthComputable) return;
+          const fraction = event.loaded / event.total;
+          setProgress(fraction * 0.9, prefix + (fraction < 1
+            ? "Uploading " + Math.round(fraction * 100) + "%…"
+            : "Processing on the server (decoding, thumbnails)…"));
+        };
+        xhr.onload = function () {
+          if (xhr.status === 200 || xhr.status === 400) {
+            htmx.swap(report, xhr.responseText, { swapStyle: "beforeend" });
+          } else {
+            htmx.swap(report, "", { swapStyle: "beforeend" });
+            const p = document.createElement("p");
+            p.className = "alert error";
+            p.setAttribute("role", "alert");
+            p.textContent = errorFromResponse(xhr);
+            report.appendChild(p);
+          }
+          resolve();
+        };
+        xhr.onerror = function () {
+          const p = document.createElement("p");
+          p.className = "alert error";
+          p.setAttribute("role", "alert");
+          p.textContent = "The upload failed: the server cannot be reached.";
+          report.appendChild(p);
+          resolve();
+        };
+        xhr.send(form);
+      });
+    }
+
+    async function upload(fileList) {
+      const files = Array.from(fileList || []);
+      if (!files.length || busy) return;
+      busy = true;
+      root.classList.add("is-busy");
+      const zips = files.filter(function (f) { return /\.zip$/i.test(f.name); });
+      const images = files.filter(function (f) { return !/\.zip$/i.test(f.name); });
+      const batches = [{ images: images, zip: zips[0] || null }];
+      zips.slice(1).forEach(function (zip) { batches.push({ images: [], zip: zip }); });
+      report.innerHTML = "";
+      setProgress(0, "Starting the upload of " + files.length + " file" + (files.length === 1 ? "" : "s") + "…");
+      for (let i = 0; i < batches.length; i++) {
+        await send(batches[i], i, batches.length);
+      }
+      setProgress(1, "Done: " + files.length + " file" + (files.length === 1 ? "" : "s") + " sent.");
+      root.classList.remove("is-busy");
+      busy = false;
+      applyFilter();
+    }
+
+    input.addEventListener("change", function () { upload(input.files); input.value = ""; });
+    ["dragenter", "dragover"].forEach(function (name) {
+      zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.add("dragover"); });
+    });
+    ["dragleave", "drop"].forEach(function (name) {
+      zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.remove("dragover"); });
+    });
+    zone.addEventListener("drop", function (event) { upload(event.dataTransfer.files); });
+    zone.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); input.click(); }
+    });
+    // Dropping a file anywhere else must not navigate away from the page.
+    window.addEventListener("dragover", function (event) { event.preventDefault(); });
+    window.addEventListener("drop", function (event) { event.preventDefault(); });
+  }
+
+  /* image grid class filter (client side, instant) */
+  let currentFilter = "";
+  function applyFilter() {
+    $all("#image-grid .image-tile").forEach(function (tile) {
+      tile.hidden = currentFilter !== "" && tile.dataset.class !== currentFilter;
+    });
+  }
+  function initFilter(group) {
+    group.addEventListener("click", function (event) {
+      const button = event.target.closest("button[data-filter]");
+      if (!button) return;
+      currentFilter = button.dataset.filter;
+      $all("button[data-filter]", group).forEach(function (b) { b.setAttribute("aria-pressed", String(b === button)); });
+      applyFilter();
+    });
+  }
+  document.addEventListener("htmx:afterSettle", applyFilter);
+
+  /* ---------------------------------------------------------------- step 2: template canvas */
+  function loadImage(src) {
+    return new Promise(function (resolve, reject) {
+      const img = new Image();
+      img.onload = function () { resolve(img); };
+      img.onerror = function () { reject(new Error("image failed to load")); };
+      img.src = src;
+    });
+  }
+
+  /* A mask PNG (0/255, image size) -> an overlay canvas of size w x h: tinted inside, outlined at the edge. */
+  function overlayFromMask(maskImg, w, h) {
+    const scratch = document.createElement("canvas");
+    scratch.width = w; scratch.height = h;
+    const sctx = scratch.getContext("2d", { willReadFrequently: true });
+    sctx.imageSmoothingEnabled = true;
+    sctx.drawImage(maskImg, 0, 0, w, h);
+    const src = sctx.getImageData(0, 0, w, h).data;
+    const out = sctx.createImageData(w, h);
+    const dst = out.data;
+    const inside = new Uint8Array(w * h);
+    for (let i = 0; i < w * h; i++) inside[i] = src[i * 4] > 127 ? 1 : 0;
+    let area = 0;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const i = y * w + x;
+        if (!inside[i]) continue;
+        area++;
+        const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 ||
+          !inside[i - 1] || !inside[i + 1] || !inside[i - w] || !inside[i + w];
+        const o = i * 4;
+        if (edge) {
+          dst[o] = 255; dst[o + 1] = 255; dst[o + 2] = 255; dst[o + 3] = 230;
+        } else {
+          dst[o] = OVERLAY_RGB[0]; dst[o + 1] = OVERLAY_RGB[1]; dst[o + 2] = OVERLAY_RGB[2];
+          dst[o + 3] = Math.round(OVERLAY_ALPHA * 255);
+        }
+      }
+    }
+    sctx.putImageData(out, 0, 0);
+    scratch.dataset.area = String(area);
+    return scratch;
+  }
+
+  function initTemplateEditor(root) {
+    const canvas = $("#tpl-canvas", root);
+    const wrap = $("#canvas-wrap", root);
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    const pointsInput = $("#tpl-points");
+    const countLabel = $("#point-count");
+    const saveButton = $("#save-template");
+    const errorBox = $("#segment-error");
+    const statusLabel = $("#segment-status");
+    const candidateButtons = $all("#candidates .candidate");
+    const segmentUrl = root.dataset.segmentUrl;
+    const initial = $("#initial-points");
+    let points = initial ? JSON.parse(initial.textContent) : [];
+    let image = null;
+    let candidates = []; // {score, area, maskImg, overlay}
+    let selected = 0;
+    let seq = 0;        // the last request sent
+    let shown = 0;      // the request whose answer is drawn
+    let controller = null;
+    let timer = null;
+
+    function fit() {
+      if (!image) return;
+      const maxW = wrap.clientWidth;
+      const maxH = Math.max(420, Math.min(760, window.innerHeight - 240));
+      const scale = Math.min(maxW / image.naturalWidth, maxH / image.naturalHeight, 2);
+      const w = Math.max(1, Math.round(image.naturalWidth * scale));
+      const h = Math.max(1, Math.round(image.naturalHeight * scale));
+      if (canvas.width !== w || canvas.height !== h) {
+        canvas.width = w; canvas.height = h;
+        candidates.forEach(function (c) { c.overlay = overlayFromMask(c.maskImg, w, h); });
+      }
+    }
+
+    function drawPoint(p) {
+      const x = p.x_norm * canvas.width, y = p.y_norm * canvas.height;
+      ctx.beginPath();
+      ctx.arc(x, y, 7, 0, Math.PI * 2);
+      ctx.fillStyle = p.positive ? "#22c55e" : "#ef4444";
+      ctx.fill();
+      ctx.lineWidth = 2.5;
+      ctx.strokeStyle = "#ffffff";
+      ctx.stroke();
+      ctx.beginPath();
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = "#ffffff";
+      ctx.moveTo(x - 3.5, y); ctx.lineTo(x + 3.5, y);
+      if (p.positive) { ctx.moveTo(x, y - 3.5); ctx.lineTo(x, y + 3.5); }
+      ctx.stroke();
+    }
+
+    // Keyboard users: arrows move a crosshair, Enter adds a positive point, Shift+Enter or N a negative one.
+    const cursor = { x: 0.5, y: 0.5 };
+    function drawCursor() {
+      const x = cursor.x * canvas.width, y = cursor.y * canvas.height;
+      ctx.save();
+      ctx.strokeStyle = "#ffffff";
+      ctx.lineWidth = 3;
+      ctx.beginPath();
+      ctx.moveTo(x - 14, y); ctx.lineTo(x - 5, y); ctx.moveTo(x + 5, y); ctx.lineTo(x + 14, y);
+      ctx.moveTo(x, y - 14); ctx.lineTo(x, y - 5); ctx.moveTo(x, y + 5); ctx.lineTo(x, y + 14);
+      ctx.stroke();
+      ctx.strokeStyle = "#111827";
+      ctx.lineWidth = 1.2;
+      ctx.stroke();
+      ctx.restore();
+    }
+
+    function draw() {
+      if (!image) return;
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
+      const current = points.length ? candidates[selected] : null;
+      if (current && current.overlay) ctx.drawImage(current.overlay, 0, 0);
+      points.forEach(drawPoint);
+      if (canvas.matches(":focus-visible")) drawCursor();
+      canvas.dataset.overlaySeq = String(shown);
+      canvas.dataset.overlayArea = current ? String(current.area) : "0";
+    }
+
+    function drawCandidates() {
+      candidateButtons.forEach(function (button, index) {
+        const c = candidates[index];
+        const thumb = button.querySelector("canvas");
+        const tctx = thumb.getContext("2d");
+        tctx.clearRect(0, 0, thumb.width, thumb.height);
+        const score = button.querySelector(".score");
+        button.disabled = !c;
+        button.setAttribute("aria-pressed", String(index === selected && !!c));
+        if (!c || !image) { score.textContent = "—"; return; }
+        const s = Math.min(thumb.width / image.naturalWidth, thumb.height / image.naturalHeight);
+        const w = image.naturalWidth * s, h = image.naturalHeight * s;
+        const x = (thumb.width - w) / 2, y = (thumb.height - h) / 2;
+        tctx.drawImage(image, x, y, w, h);
+        tctx.drawImage(c.overlay, x, y, w, h);
+        score.textContent = (index === 0 ? "★ " : "") + c.score.toFixed(2);
+        button.setAttribute("aria-label", "Candidate " + (index + 1) + ", score " + c.score.toFixed(2) + (index === 0 ? ", best" : ""));
+      });
+    }
+
+    function updateForm() {
+      pointsInput.value = JSON.stringify(points);
+      const pos = points.filter(function (p) { return p.positive; }).length;
+      const neg = points.length - pos;
+      countLabel.textContent = points.length
+        ? points.length + " point" + (points.length === 1 ? "" : "s") + " (" + pos + " positive, " + neg + " negative)"
+        : "No points yet";
+      saveButton.disabled = pos === 0;
+    }
+
+    function showError(message) {
+      errorBox.textContent = message || "";
+      errorBox.hidden = !message;
+    }
+
+    async function segment() {
+      const mine = ++seq;
+      if (controller) controller.abort();
+      if (!points.length) {
+        candidates = []; shown = mine; drawCandidates(); draw();
+        wrap.classList.remove("is-busy");
+        statusLabel.textContent = "";
+        return;
+      }
+      controller = new AbortController();
+      const started = performance.now();
+      wrap.classList.add("is-busy");
+      root.dataset.state = "busy";
+      try {
+        const response = await fetch(segmentUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+          body: JSON.stringify({ points: points }),
+          signal: controller.signal,
+        });
+        const data = await response.json().catch(function () { return {}; });
+        if (mine !== seq) return; // a newer request is on its way: drop this answer
+        if (!response.ok) {
+          showError(data.detail || ("Segmentation failed (" + response.status + ")."));
+          return;
+        }
+        const loaded = await Promise.all(data.candidates.map(function (c) {
+          return loadImage("data:image/png;base64," + c.mask).then(function (img) {
+            return { score: c.score, area: c.area, maskImg: img, overlay: overlayFromMask(img, canvas.width, canvas.height) };
+          });
+        }));
+        if (mine !== seq) return;
+        candidates = loaded;
+        selected = 0;
+        shown = mine;
+        showError("");
+        statusLabel.textContent = "mask updated in " + Math.round(performance.now() - started) + " ms";
+        drawCandidates();
+        draw();
+      } catch (error) {
+        if (error.name === "AbortError") return;
+        if (mine === seq) showError("The server cannot be reached: " + error.message);
+      } finally {
+        if (mine === seq) {
+          wrap.classList.remove("is-busy");
+          root.dataset.state = "idle";
+        }
+      }
+    }
+
+    function changed() {
+      updateForm();
+      draw();
+      clearTimeout(timer);
+      timer = setTimeout(segment, 120);
+    }
+
+    function addPoint(event, positive) {
+      const rect = canvas.getBoundingClientRect();
+      const x = (event.clientX - rect.left) / rect.width;
+      const y = (event.clientY - rect.top) / rect.height;
+      if (x < 0 || x > 1 || y < 0 || y > 1) return;
+      points.push({ x_norm: Math.round(x * 1e5) / 1e5, y_norm: Math.round(y * 1e5) / 1e5, positive: positive });
+      changed();
+    }
+
+    canvas.addEventListener("click", function (event) { addPoint(event, !event.shiftKey); });
+    canvas.addEventListener("contextmenu", function (event) { event.preventDefault(); addPoint(event, false); });
+    canvas.addEventListener("keydown", function (event) {
+      if ((event.key === "z" && (event.ctrlKey || event.metaKey)) || event.key === "Backspace") {
+        event.preventDefault(); undo(); return;
+      }
+      const step = event.shiftKey ? 0.1 : 0.02;
+      const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+      if (moves[event.key]) {
+        event.preventDefault();
+        cursor.x = Math.min(1, Math.max(0, cursor.x + moves[event.key][0]));
+        cursor.y = Math.min(1, Math.max(0, cursor.y + moves[event.key][1]));
+        draw();
+      } else if (event.key === "Enter" || event.key === " " || event.key === "n" || event.key === "N") {
+        event.preventDefault();
+        const positive = !(event.shiftKey || event.key === "n" || event.key === "N");
+        points.push({ x_norm: Math.round(cursor.x * 1e5) / 1e5, y_norm: Math.round(cursor.y * 1e5) / 1e5, positive: positive });
+        changed();
+      }
+    });
+    canvas.addEventListener("focus", draw);
+    canvas.addEventListener("blur", draw);
+    document.addEventListener("keydown", function (event) {
+      if (event.target.closest("input, textarea, select")) return;
+      if (event.key === "z" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); undo(); }
+    });
+    function undo() { if (points.length) { points.pop(); changed(); } }
+    $("#undo-point").addEventListener("click", undo);
+    $("#clear-points").addEventListener("click", function () { points = []; changed(); });
+    candidateButtons.forEach(function (button, index) {
+      button.addEventListener("click", function () {
+        if (!candidates[index]) return;
+        selected = index;
+        drawCandidates();
+        draw();
+      });
+    });
+    $("#tpl-form").addEventListener("submit", function () {
+      saveButton.disabled = true;
+      saveButton.textContent = "Saving…";
+    });
+    window.addEventListener("resize", function () { fit(); draw(); drawCandidates(); });
+
+    updateForm();
+    wrap.classList.add("is-busy");
+    loadImage(root.dataset.imageUrl).then(function (img) {
+      image = img;
+      wrap.classList.remove("is-busy");
+      fit();
+      draw();
+      root.dataset.ready = "true";
+      if (points.length) segment();
+    }).catch(function () {
+      wrap.classList.remove("is-busy");
+      showError("The reference image could not be loaded.");
+    });
+  }
+
+  /* ---------------------------------------------------------------- step 3: sliders and preview */
+  function initEdits(form) {
+    form.addEventListener("input", function (event) {
+      const input = event.target;
+      if (!input.matches || !input.matches(".slider input")) return;
+      const slider = input.closest(".slider");
+      const range = $("input[type=range]", slider);
+      const number = $("input[type=number]", slider);
+      if (input === range) number.value = range.value;
+      else if (number.value !== "" && !isNaN(Number(number.value))) range.value = number.value;
+      slider.classList.toggle("changed", Number(number.value || number.dataset.neutral) !== Number(number.dataset.neutral));
+    });
+    form.addEventListener("click", function (event) {
+      const reset = event.target.closest("[data-reset]");
+      if (!reset) return;
+      const card = reset.closest(".edit-card");
+      $all(".slider", card).forEach(function (slider) {
+        $all("input", slider).forEach(function (input) { input.value = input.dataset.neutral; });
+        slider.classList.remove("changed");
+      });
+      const first = $(".slider input[type=number]", card);
+      first.dispatchEvent(new Event("input", { bubbles: true }));
+      first.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+    const preview = $("#preview");
+    $all("[data-show]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        preview.classList.toggle("show-before", button.dataset.show === "before");
+        $all("[data-show]").forEach(function (b) { b.setAttribute("aria-pressed", String(b === button)); });
+      });
+    });
+    form.addEventListener("submit", function () {
+      const button = $("#generate-button");
+      button.classList.add("is-busy");
+      setTimeout(function () { button.disabled = true; }, 0);
+    });
+  }
+
+  /* ---------------------------------------------------------------- job page lightbox */
+  function initLightbox(dialog) {
+    const canvas = $("#lightbox-canvas", dialog);
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    const title = $("#lightbox-title", dialog);
+    const outline = $("#lightbox-outline", dialog);
+    const openLink = $("#lightbox-open", dialog);
+    let current = null;
+
+    function render() {
+      if (!current) return;
+      const img = current.img;
+      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      ctx.drawImage(img, 0, 0);
+      if (outline.checked && current.mask) {
+        const w = canvas.width, h = canvas.height;
+        const scratch = document.createElement("canvas");
+        scratch.width = w; scratch.height = h;
+        const sctx = scratch.getContext("2d", { willReadFrequently: true });
+        sctx.drawImage(current.mask, 0, 0, w, h);
+        const m = sctx.getImageData(0, 0, w, h).data;
+        const pixels = ctx.getImageData(0, 0, w, h);
+        const d = pixels.data;
+        const r = Math.max(1, Math.round(Math.max(w, h) / 500));
+        const on = function (x, y) { return x >= 0 && y >= 0 && x < w && y < h && m[(y * w + x) * 4] > 127; };
+        for (let y = 0; y < h; y++) {
+          for (let x = 0; x < w; x++) {
+            if (!on(x, y)) continue;
+            if (on(x - 1, y) && on(x + 1, y) && on(x, y - 1) && on(x, y + 1)) continue;
+            for (let dy = -r; dy <= r; dy++) {
+              for (let dx = -r; dx <= r; dx++) {
+                const xx = x + dx, yy = y + dy;
+                if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
+                const o = (yy * w + xx) * 4;
+                d[o] = OUTLINE_RGB[0]; d[o + 1] = OUTLINE_RGB[1]; d[o + 2] = OUTLINE_RGB[2]; d[o + 3] = 255;
+              }
+            }
+          }
+        }
+        ctx.putImageData(pixels, 0, 0);
+      }
+      dialog.dataset.ready = "true";
+    }
+
+    document.addEventListener("click", function (event) {
+      const trigger = event.target.closest("[data-lightbox]");
+      if (!trigger) return;
+      dialog.dataset.ready = "false";
+      title.textContent = trigger.dataset.title || "";
+      openLink.href = trigger.dataset.src;
+      const loads = [loadImage(trigger.dataset.src)];
+      loads.push(trigger.dataset.mask ? loadImage(trigger.dataset.mask).catch(function () { return null; }) : Promise.resolve(null));
+      if (!dialog.open) dialog.showModal();
+      Promise.all(loads).then(function (result) {
+        current = { img: result[0], mask: result[1] };
+        render();
+      }).catch(function () { title.textContent = "The image could not be loaded."; });
+    });
+    outline.addEventListener("change", render);
+    $("#lightbox-close", dialog).addEventListener("click", function () { dialog.close(); });
+    dialog.addEventListener("click", function (event) { if (event.target === dialog) dialog.close(); });
+  }
+
+  /* ---------------------------------------------------------------- boot */
+  function boot() {
+    const uploader = $("#uploader");
+    if (uploader) initUploader(uploader);
+    const filter = $(".grid-toolbar .filter");
+    if (filter) initFilter(filter);
+    const editor = $("#tpl-editor");
+    if (editor && $("#tpl-canvas", editor)) initTemplateEditor(editor);
+    const form = $("#generate-form");
+    if (form) initEdits(form);
+    const lightbox = $("#lightbox");
+    if (lightbox) initLightbox(lightbox);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+  else boot();
+})();

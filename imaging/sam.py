@@ -1,0 +1,389 @@
+"""SAM (segment-anything) backend: checkpoint loading with architecture inference, encode and predict.
+
+The model is rebuilt from segment-anything's own modules (``ImageEncoderViT``, ``PromptEncoder``,
+``MaskDecoder``, ``TwoWayTransformer``) exactly like ``build_sam._build_sam``, with the ViT configuration read
+off the checkpoint's tensors instead of its file name, so vit_b / vit_l / vit_h and smaller custom ViTs all
+load through one path.
+
+Encode and predict mirror ``SamPredictor.set_image`` / ``SamPredictor.predict`` step by step (same
+``ResizeLongestSide`` transform, ``preprocess``, encoder, prompt encoder, decoder, ``postprocess_masks``,
+threshold), but keep no per-image state on the object: the :class:`~imaging.segmenter.Embedding` carries the
+features and both sizes, so any number of threads can predict on any embeddings concurrently. Features are
+rounded to float16 right after encoding (the embedding cache's storage form) and prediction always runs on
+that rounded form, so a cache hit reproduces the first run bit for bit; results equal upstream
+``SamPredictor`` fed the same float16-rounded features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import threading
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from imaging.errors import CheckpointError
+from imaging.segmenter import Embedding, MaskCandidate, check_prompt
+
+_PATCH_KEY = "image_encoder.patch_embed.proj.weight"
+_POS_KEY = "image_encoder.pos_embed"
+_NECK_KEY = "image_encoder.neck.0.weight"
+_REQUIRED_KEYS = (
+    _PATCH_KEY,
+    _POS_KEY,
+    _NECK_KEY,
+    "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+    "mask_decoder.iou_token.weight",
+    "mask_decoder.mask_tokens.weight",
+)
+_BLOCK_RE = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
+_DECODER_LAYER_RE = re.compile(r"^mask_decoder\.transformer\.layers\.(\d+)\.")
+
+# The published configurations (segment_anything.build_sam): embed dim, depth, heads, global blocks.
+KNOWN_MODELS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
+    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+
+# Version of this module's encode/predict method; part of the fingerprint so a change in how features are
+# produced or stored invalidates cached embeddings.
+_METHOD_VERSION = "sam-v1-fp16"
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """The architecture of a SAM checkpoint, as inferred by :func:`infer_sam_config`."""
+
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    window_size: int
+    model_type: str  # "vit_b" | "vit_l" | "vit_h" | "custom"
+    patch_size: int = 16
+    image_size: int = 1024
+    mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 256
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+
+
+def _shape(state_dict: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    value = state_dict[key]
+    return tuple(int(d) for d in value.shape)
+
+
+def infer_sam_config(state_dict: Mapping[str, Any]) -> SamConfig:
+    """Infer the SAM architecture from a state dict's tensor shapes (values are never read).
+
+    Embed dim and patch size come from ``image_encoder.patch_embed.proj.weight``; the token grid (hence the
+    image size) from ``image_encoder.pos_embed``; depth from the number of ``image_encoder.blocks.N``;
+    heads from the relative-position table width (``head_dim = rel_pos_h.shape[1]``); global-attention blocks
+    from their table height (``2 * grid - 1`` rows, vs ``2 * window - 1`` for windowed blocks). Raises
+    :class:`CheckpointError` when the tensors are not those of a SAM model.
+    """
+    missing = [key for key in _REQUIRED_KEYS if key not in state_dict]
+    if missing:
+        raise CheckpointError(f"not a SAM checkpoint: tensor {missing[0]!r} is missing")
+    try:
+        embed_dim, in_chans, patch_h, patch_w = _shape(state_dict, _PATCH_KEY)
+        _, grid_h, grid_w, pos_dim = _shape(state_dict, _POS_KEY)
+        prompt_dim = _shape(state_dict, _NECK_KEY)[0]
+    except ValueError:
+        raise CheckpointError("not a SAM checkpoint: unexpected tensor ranks") from None
+    if in_chans != 3 or patch_h != patch_w or grid_h != grid_w or pos_dim != embed_dim:
+        raise CheckpointError("not a SAM checkpoint: unexpected patch or position embedding shapes")
+    blocks = sorted({int(m.group(1)) for key in state_dict if (m := _BLOCK_RE.match(key))})
+    if not blocks or blocks != list(range(len(blocks))):
+        raise CheckpointError("not a SAM checkpoint: image encoder blocks are missing or not contiguous")
+    head_dims: set[int] = set()
+    global_blocks: list[int] = []
+    windows: set[int] = set()
+    for i in blocks:
+        key = f"image_encoder.blocks.{i}.attn.rel_pos_h"
+        if key not in state_dict:
+            raise CheckpointError(f"unsupported SAM checkpoint: block {i} has no relative position table")
+        rows, head_dim = _shape(state_dict, key)
+        head_dims.add(head_dim)
+        size = (rows + 1) // 2
+        if size == grid_h:
+            global_blocks.append(i)
+        else:
+            windows.add(size)
+    if len(head_dims) != 1 or len(windows) > 1:
+        raise CheckpointError("unsupported SAM checkpoint: blocks disagree on head size or window size")
+    head_dim = head_dims.pop()
+    if head_dim <= 0 or embed_dim % head_dim:
+        raise CheckpointError("not a SAM checkpoint: embed dim is not a multiple of the head size")
+    mlp_hidden = _shape(state_dict, "image_encoder.blocks.0.mlp.lin1.weight")[0]
+    decoder_layers = {int(m.group(1)) for key in state_dict if (m := _DECODER_LAYER_RE.match(key))}
+    decoder_mlp_key = "mask_decoder.transformer.layers.0.mlp.lin1.weight"
+    decoder_mlp = _shape(state_dict, decoder_mlp_key)[0] if decoder_mlp_key in state_dict else 2048
+    depth = len(blocks)
+    heads = embed_dim // head_dim
+    globals_t = tuple(global_blocks)
+    model_type = "custom"
+    for name, known in KNOWN_MODELS.items():
+        if known == (embed_dim, depth, heads, globals_t):
+            model_type = name
+    return SamConfig(
+        encoder_embed_dim=embed_dim,
+        encoder_depth=depth,
+        encoder_num_heads=heads,
+        encoder_global_attn_indexes=globals_t,
+        # With only global blocks the window size is unused; 14 is SAM's value.
+        window_size=windows.pop() if windows else 14,
+        model_type=model_type,
+        patch_size=patch_h,
+        image_size=grid_h * patch_h,
+        mlp_ratio=mlp_hidden / embed_dim,
+        prompt_embed_dim=prompt_dim,
+        decoder_depth=len(decoder_layers) or 2,
+        decoder_mlp_dim=decoder_mlp,
+    )
+
+
+def build_sam_model(config: SamConfig) -> Sam:
+    """Instantiate an (untrained, eval-mode) SAM with ``config``, exactly like ``build_sam._build_sam``."""
+    image_embedding_size = config.image_size // config.patch_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=config.encoder_depth,
+            embed_dim=config.encoder_embed_dim,
+            img_size=config.image_size,
+            mlp_ratio=config.mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=config.encoder_num_heads,
+            patch_size=config.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+            window_size=config.window_size,
+            out_chans=config.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(image_embedding_size, image_embedding_size),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=8,
+            ),
+            transformer_dim=config.prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    sam.eval()
+    return sam
+
+
+def _unwrap_state_dict(obj: Any) -> Mapping[str, Any]:
+    """Accept a raw state dict or the common ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers."""
+    if isinstance(obj, Mapping):
+        for wrapper in ("model", "state_dict"):
+            inner = obj.get(wrapper)
+            if isinstance(inner, Mapping) and _PATCH_KEY in inner:
+                obj = inner
+                break
+        if any(isinstance(k, str) and k.startswith("module.") for k in obj):
+            obj = {k.removeprefix("module."): v for k, v in obj.items()}
+        return obj
+    raise CheckpointError("not a SAM checkpoint: the file does not contain a state dict")
+
+
+def read_state_dict(path: str | Path, *, mmap: bool = True) -> Mapping[str, Any]:
+    """``torch.load`` a checkpoint safely (``weights_only=True``, CPU) with clear errors.
+
+    ``mmap=True`` maps tensor storage instead of reading it (zip checkpoints; falls back to a plain load),
+    which keeps peak memory at one copy of the weights and makes shape-only inspection nearly free.
+    Raises :class:`CheckpointError` for a missing, empty, truncated, corrupt or foreign file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {p.name} is empty")
+    use_mmap = mmap and zipfile.is_zipfile(p)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text:
+            raise CheckpointError(
+                f"checkpoint {p.name} is not a plain tensor checkpoint (it needs arbitrary code to load)"
+            ) from None
+        raise CheckpointError(f"checkpoint {p.name} is corrupt or not a PyTorch checkpoint") from None
+    except Exception as exc:
+        # torch.load surfaces garbage input as almost any exception type (RuntimeError from the zip reader,
+        # EOFError, IndexError from the unpickler on text files, ...): all mean "not a usable checkpoint".
+        text = str(exc).lower()
+        if "zip" in text or "central directory" in text or isinstance(exc, EOFError) or "eof" in text:
+            raise CheckpointError(f"checkpoint {p.name} is truncated or corrupt") from None
+        raise CheckpointError(f"checkpoint {p.name} is corrupt or not a PyTorch checkpoint") from None
+    return _unwrap_state_dict(obj)
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+_FINGERPRINT_LOCK = threading.Lock()
+
+
+def checkpoint_fingerprint(path: str | Path) -> str:
+    """sha256 of the checkpoint file's bytes (first 16 hex digits), memoised per (path, size, mtime).
+
+    A content hash (rather than name/mtime) keeps the embedding cache shared between processes and machines
+    that hold copies of the same weights, and separate for different weights with the same name.
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _FINGERPRINT_LOCK:
+        cached = _FINGERPRINTS.get(key)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    with open(p, "rb") as fh:
+        while chunk := fh.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    value = digest.hexdigest()[:16]
+    with _FINGERPRINT_LOCK:
+        _FINGERPRINTS[key] = value
+    return value
+
+
+def peek_sam_config(path: str | Path) -> SamConfig | None:
+    """The architecture of a checkpoint without loading its weights (memory-mapped, shapes only), or None.
+
+    Cheap enough for a health check even on a 2.5 GB vit_h file.
+    """
+    try:
+        return infer_sam_config(read_state_dict(path, mmap=True))
+    except Exception:
+        return None
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` or, when None/"auto", "cuda" if available else "cpu"."""
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+class SamSegmenter:
+    """The SAM backend (see the module docstring). Thread-safe; build one per process (see registry)."""
+
+    backend = "sam"
+    cacheable = True
+
+    def __init__(self, checkpoint_path: str | Path, *, device: str | None = None) -> None:
+        self.checkpoint_path = Path(checkpoint_path)
+        state_dict = read_state_dict(self.checkpoint_path, mmap=True)
+        self.config = infer_sam_config(state_dict)
+        self.model_type: str | None = self.config.model_type
+        self.device = resolve_device(device)
+        model = build_sam_model(self.config)
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path.name} does not match the inferred SAM architecture: {first}"
+            ) from None
+        del state_dict
+        self.model = model.to(self.device).eval()
+        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
+        self.fingerprint = (
+            f"{_METHOD_VERSION}:{self.config.model_type}:{checkpoint_fingerprint(self.checkpoint_path)}"
+        )
+        self.encode_calls = 0
+        self._count_lock = threading.Lock()
+        # One encoder forward at a time: concurrent forwards only oversubscribe the CPU threads (each
+        # already uses all cores) and multiply peak memory; prediction is light and runs concurrently.
+        self._encode_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SamSegmenter({self.checkpoint_path.name!r}, model={self.model_type}, device={self.device})"
+
+    def encode(self, rgb: np.ndarray) -> Embedding:
+        """Run the image encoder; features are returned as float16 (see the module docstring)."""
+        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError("expected an HxWx3 uint8 RGB array")
+        original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        input_image = self.transform.apply_image(rgb)
+        tensor = torch.as_tensor(input_image, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
+        input_size = (int(tensor.shape[-2]), int(tensor.shape[-1]))
+        with self._encode_lock, torch.inference_mode():
+            features = self.model.image_encoder(self.model.preprocess(tensor))
+            stored = features.to(torch.float16).cpu().numpy()
+        with self._count_lock:
+            self.encode_calls += 1
+        return Embedding(
+            features=stored, original_size=original_size, input_size=input_size, fingerprint=self.fingerprint
+        )
+
+    def predict(
+        self,
+        embedding: Embedding,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        *,
+        multimask: bool = True,
+    ) -> list[MaskCandidate]:
+        """Masks for a point prompt, as ``SamPredictor.predict`` computes them, best predicted IoU first."""
+        if embedding.fingerprint != self.fingerprint:
+            raise ValueError("the embedding was made by a different segmenter")
+        coords, labels = check_prompt(point_coords, point_labels)
+        # Same float64 coordinate transform as SamPredictor.predict, then float32 like it.
+        coords_t = self.transform.apply_coords(coords, embedding.original_size)
+        with torch.inference_mode():
+            coords_torch = torch.as_tensor(coords_t, dtype=torch.float, device=self.device)[None, :, :]
+            labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None, :]
+            features = torch.from_numpy(np.ascontiguousarray(embedding.features)).to(self.device).float()
+            sparse, dense = self.model.prompt_encoder(
+                points=(coords_torch, labels_torch), boxes=None, masks=None
+            )
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=features,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+            masks = self.model.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
+            masks = (masks > self.model.mask_threshold)[0].cpu().numpy()
+            scores = iou[0].float().cpu().numpy()
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+        return [MaskCandidate(mask=np.ascontiguousarray(masks[i]), score=float(scores[i])) for i in order]
+
+
+def save_state_dict(state_dict: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a state dict atomically (temp file + rename), as ``torch.save`` would."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        torch.save(dict(state_dict), tmp)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p

@@ -1,0 +1,56 @@
+"""DRF serializers of the template API (shapes only; templates_app.services owns the rules)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from datasets.serializers import CLASS_CHOICES, EditsField, PointsField
+from templates_app.models import Template
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(format="hex", read_only=True)
+    dataset = serializers.UUIDField(source="dataset_id", format="hex", read_only=True)
+    reference_image = serializers.UUIDField(
+        source="reference_image_id", format="hex", read_only=True, allow_null=True
+    )
+    points = PointsField(read_only=True)
+    points_count = serializers.IntegerField(read_only=True)
+    default_edits = EditsField(read_only=True, help_text="The non-neutral edit values.")
+
+    class Meta:
+        model = Template
+        fields = [
+            "id",
+            "dataset",
+            "name",
+            "image_class",
+            "reference_image",
+            "points",
+            "points_count",
+            "default_edits",
+            "position",
+            "created",
+            "updated",
+        ]
+        read_only_fields = fields
+
+
+class TemplateWriteSerializer(serializers.Serializer):
+    """Create (points required) or change (PATCH: any subset) a template."""
+
+    name = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, help_text='Blank on create: "Template N".'
+    )
+    points = PointsField(required=False, help_text="At least one positive point; values in [0, 1].")
+    image_class = serializers.ChoiceField(
+        choices=CLASS_CHOICES,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="Images it applies to.",
+    )
+    reference_image = serializers.CharField(
+        required=False, allow_null=True, help_text="Id of an image of the same dataset (or null)."
+    )
+    default_edits = EditsField(required=False, allow_null=True)

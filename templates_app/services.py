@@ -1,0 +1,169 @@
+"""Template writes: create, update, delete; and the point/edit validation every interface shares.
+
+Errors are ServiceError with a stable code and the offending input: ``no_points``, ``invalid_points`` (with
+``index`` of the bad point when there is one), ``invalid_class``, ``invalid_edits`` (with ``field``),
+``invalid_reference_image``, ``invalid_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+
+from datasets.models import Dataset, DatasetImage, ImageClass
+from datasets.services.datasets import clean_display_name, dataset_lock
+from imaging.edits import Edits
+from imaging.errors import EditValidationError, PointValidationError
+from imaging.points import Point, parse_points
+from samsite.errors import ServiceError
+from templates_app.models import Template
+
+TEMPLATE_FIELDS = frozenset({"name", "points", "image_class", "reference_image", "default_edits"})
+
+
+def points_from_input(
+    raw: object,
+    *,
+    units: str = "norm",
+    width: int | None = None,
+    height: int | None = None,
+    require_positive: bool = True,
+) -> list[Point]:
+    """Parse point prompts from untrusted input: normalised ``[{x_norm, y_norm, positive?}]``, or pixels
+    (``units="px"``, with the image's ``width``/``height``). Values out of range are refused, never clamped.
+
+    Raises ServiceError ``no_points`` (missing or empty), ``invalid_points`` (not a list, a bad point with its
+    ``index``, unknown units, or no positive point when ``require_positive``).
+    """
+    if raw is None or (isinstance(raw, list | tuple) and not raw):
+        raise ServiceError("no_points", "at least one point is required", field="points")
+    if not isinstance(raw, list | tuple):
+        raise ServiceError("invalid_points", "points must be a list of points", field="points")
+    if units not in ("norm", "px"):
+        raise ServiceError("invalid_points", "units must be 'norm' or 'px'", field="units")
+    try:
+        points = parse_points(list(raw), units=units, width=width, height=height)
+    except PointValidationError as exc:
+        raise ServiceError("invalid_points", str(exc), field="points", index=exc.index) from None
+    if require_positive and not any(point.positive for point in points):
+        raise ServiceError("invalid_points", "at least one positive point is required", field="points")
+    return points
+
+
+def points_to_json(points: list[Point]) -> list[dict]:
+    return [{"x_norm": p.x_norm, "y_norm": p.y_norm, "positive": p.positive} for p in points]
+
+
+def edits_from_input(raw: object, *, strict: bool = True, **extra: Any) -> Edits:
+    """Validate edits by the imaging rules; ServiceError("invalid_edits") whose ``field`` is the bad key
+    (``extra``, e.g. the index of a template in a request list, is added to the error)."""
+    try:
+        return Edits.from_dict(raw, strict=strict)  # type: ignore[arg-type]
+    except EditValidationError as exc:
+        raise ServiceError("invalid_edits", str(exc), field=exc.field, **extra) from None
+
+
+def _clean_class(value: object) -> str:
+    cleaned = "" if value in (None, "none") else value
+    if cleaned not in ImageClass.values:
+        raise ServiceError(
+            "invalid_class", "image_class must be one of '', 'pass', 'fail'", field="image_class"
+        )
+    return cleaned  # type: ignore[return-value]
+
+
+def _clean_reference(dataset: Dataset, image: object) -> DatasetImage | None:
+    if image is None:
+        return None
+    if not isinstance(image, DatasetImage) or image.dataset_id != dataset.id:
+        raise ServiceError(
+            "invalid_reference_image",
+            "the reference image must be an image of the same dataset",
+            field="reference_image",
+        )
+    return image
+
+
+def _edits_json(raw: object) -> dict:
+    """Only the non-neutral values are stored, so templates read back as what the user set."""
+    edits = edits_from_input({} if raw is None else raw)
+    neutral = Edits().to_dict()
+    return {name: value for name, value in edits.to_dict().items() if value != neutral[name]}
+
+
+def _default_name(dataset: Dataset) -> str:
+    taken = set(dataset.templates.values_list("name", flat=True))
+    number = len(taken) + 1
+    while f"Template {number}" in taken:
+        number += 1
+    return f"Template {number}"
+
+
+def template_create(
+    *,
+    dataset: Dataset,
+    points: list[dict],
+    name: str = "",
+    image_class: str = "",
+    reference_image: DatasetImage | None = None,
+    default_edits: Mapping[str, Any] | None = None,
+) -> Template:
+    """Save a template at the end of the dataset's save order.
+
+    ``points`` are normalised ``[{x_norm, y_norm, positive?}]`` (at least one positive); a blank ``name``
+    becomes "Template N"; ``image_class`` is "", "pass" or "fail"; ``reference_image`` must belong to
+    ``dataset``; ``default_edits`` follow the imaging ``Edits`` rules (unknown keys refused).
+    """
+    parsed = points_to_json(points_from_input(points))
+    image_class = _clean_class(image_class)
+    reference_image = _clean_reference(dataset, reference_image)
+    edits = _edits_json(default_edits)
+    with transaction.atomic():
+        dataset_lock(dataset=dataset)
+        clean_name = clean_display_name(name) if (name or "").strip() else _default_name(dataset)
+        last = dataset.templates.aggregate(last=Max("position"))["last"]
+        template = Template(
+            dataset=dataset,
+            name=clean_name,
+            points=parsed,
+            image_class=image_class,
+            reference_image=reference_image,
+            default_edits=edits,
+            position=0 if last is None else last + 1,
+        )
+        template.save()
+    return template
+
+
+def template_update(*, template: Template, **changes: Any) -> Template:
+    """Change any of name, points, image_class, reference_image, default_edits (same rules as create;
+    a blank name is refused). Unknown keys are a programming error (TypeError)."""
+    unknown = set(changes) - TEMPLATE_FIELDS
+    if unknown:
+        raise TypeError(f"template_update() got unexpected fields: {', '.join(sorted(unknown))}")
+    update_fields = ["updated"]
+    if "name" in changes:
+        template.name = clean_display_name(changes["name"])
+        update_fields.append("name")
+    if "points" in changes:
+        template.points = points_to_json(points_from_input(changes["points"]))
+        update_fields.append("points")
+    if "image_class" in changes:
+        template.image_class = _clean_class(changes["image_class"])
+        update_fields.append("image_class")
+    if "reference_image" in changes:
+        template.reference_image = _clean_reference(template.dataset, changes["reference_image"])
+        update_fields.append("reference_image")
+    if "default_edits" in changes:
+        template.default_edits = _edits_json(changes["default_edits"])
+        update_fields.append("default_edits")
+    template.save(update_fields=update_fields)
+    return template
+
+
+def template_delete(*, template: Template) -> None:
+    """Delete the template; the positions of the others keep their order (gaps are harmless)."""
+    template.delete()

@@ -1,0 +1,296 @@
+"""SAM backend: loader, architecture inference, fidelity to upstream SamPredictor, threads, fingerprints."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from imaging.errors import CheckpointError
+from imaging.sam import (
+    KNOWN_MODELS,
+    SamConfig,
+    SamSegmenter,
+    build_sam_model,
+    checkpoint_fingerprint,
+    infer_sam_config,
+    peek_sam_config,
+)
+from imaging.segmenter import Embedding, MaskCandidate, Segmenter
+from imaging.tiny_sam import TINY_CONFIG, build_tiny_sam_checkpoint
+
+
+def random_prompts(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    n = int(rng.integers(1, 6))
+    coords = np.stack([rng.integers(0, width, n), rng.integers(0, height, n)], axis=1).astype(np.float32)
+    labels = rng.integers(0, 2, n).astype(np.int32)
+    labels[0] = 1
+    return coords, labels
+
+
+def upstream_predictor(checkpoint: Path, image: np.ndarray) -> SamPredictor:
+    """segment-anything's own predictor, features rounded to float16 like our stored embeddings."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = build_sam_model(infer_sam_config(state))
+    model.load_state_dict(state)
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    predictor.features = predictor.features.half().float()
+    return predictor
+
+
+def assert_same_as_upstream(ours: list[MaskCandidate], predictor: SamPredictor, coords, labels) -> None:
+    masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, multimask_output=True)
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    assert len(ours) == len(order) == 3
+    for candidate, i in zip(ours, order, strict=True):
+        assert candidate.score == float(scores[i])
+        assert candidate.mask.dtype == np.bool_
+        assert np.array_equal(candidate.mask, masks[i])
+
+
+# -- loading and architecture inference ---------------------------------------------------------------------
+
+
+def test_tiny_checkpoint_loads_through_the_real_loader(tiny_sam, tiny_ckpt):
+    assert isinstance(tiny_sam, Segmenter)
+    assert tiny_sam.backend == "sam" and tiny_sam.cacheable is True
+    assert tiny_sam.device == "cpu"
+    assert tiny_sam.model_type == "custom"
+    assert tiny_sam.config == TINY_CONFIG
+    assert tiny_sam.fingerprint.endswith(checkpoint_fingerprint(tiny_ckpt))
+
+
+def shape_only_state_dict(config: SamConfig) -> dict[str, torch.Tensor]:
+    """The state dict of a full-size model built on the meta device: shapes without allocating weights."""
+    with torch.device("meta"):
+        model = build_sam_model(config)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])
+def test_config_inference_for_published_models(model_type):
+    dim, depth, heads, globals_ = KNOWN_MODELS[model_type]
+    config = SamConfig(dim, depth, heads, globals_, window_size=14, model_type=model_type)
+    state = shape_only_state_dict(config)
+    assert state["image_encoder.patch_embed.proj.weight"].is_meta
+    assert infer_sam_config(state) == config
+
+
+def test_config_inference_for_custom_vit():
+    config = SamConfig(96, 5, 3, (0, 4), window_size=8, model_type="custom", mlp_ratio=2.0)
+    assert infer_sam_config(shape_only_state_dict(config)) == config
+
+
+def test_model_type_is_not_taken_from_the_file_name(tmp_path):
+    misnamed = build_tiny_sam_checkpoint(tmp_path / "sam_vit_h_4b8939.pth")
+    assert peek_sam_config(misnamed).model_type == "custom"
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        SamSegmenter(tmp_path / "nope.pth")
+
+
+def test_truncated_checkpoint(tmp_path, tiny_ckpt):
+    data = tiny_ckpt.read_bytes()
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        SamSegmenter(broken)
+
+
+def test_empty_and_text_files(tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        SamSegmenter(empty)
+    text = tmp_path / "readme.pth"
+    text.write_text("these are not the weights you are looking for\n" * 10)
+    with pytest.raises(CheckpointError):
+        SamSegmenter(text)
+
+
+def test_foreign_checkpoint(tmp_path):
+    foreign = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.bias": torch.zeros(10)}, foreign)
+    with pytest.raises(CheckpointError, match="not a SAM checkpoint"):
+        SamSegmenter(foreign)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+def test_checkpoint_needing_code_execution_is_refused(tmp_path):
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as fh:
+        pickle.dump({"x": _Evil()}, fh)
+    with pytest.raises(CheckpointError):
+        SamSegmenter(evil)
+
+
+def test_inconsistent_tensors_are_refused(tmp_path, tiny_ckpt):
+    state = torch.load(tiny_ckpt, weights_only=True)
+    state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
+    bad = tmp_path / "bad.pth"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="does not match"):
+        SamSegmenter(bad)
+
+
+def test_wrapped_state_dict_is_accepted(tmp_path, tiny_ckpt):
+    state = torch.load(tiny_ckpt, weights_only=True)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"model": state}, wrapped)
+    assert SamSegmenter(wrapped).config == TINY_CONFIG
+
+
+# -- fingerprints ------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_content_based_and_stable_across_processes(tmp_path, tiny_ckpt):
+    copy = tmp_path / "copy_of_tiny.pth"
+    copy.write_bytes(tiny_ckpt.read_bytes())
+    assert checkpoint_fingerprint(copy) == checkpoint_fingerprint(tiny_ckpt)
+    other = build_tiny_sam_checkpoint(tmp_path / "other.pth", seed=1)
+    assert checkpoint_fingerprint(other) != checkpoint_fingerprint(tiny_ckpt)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from imaging.sam import checkpoint_fingerprint as f; print(f({str(copy)!r}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.stdout.strip() == checkpoint_fingerprint(tiny_ckpt)
+
+
+def test_same_seed_gives_identical_checkpoint(tmp_path):
+    a = build_tiny_sam_checkpoint(tmp_path / "a.pth", seed=3)
+    b = build_tiny_sam_checkpoint(tmp_path / "b.pth", seed=3)
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# -- encode / predict ----------------------------------------------------------------------------------------
+
+
+def test_encode_produces_float16_embedding(tiny_sam, coffee):
+    before = tiny_sam.encode_calls
+    embedding = tiny_sam.encode(coffee)
+    assert tiny_sam.encode_calls == before + 1
+    assert isinstance(embedding, Embedding)
+    assert embedding.features.dtype == np.float16 and embedding.features.shape == (1, 256, 64, 64)
+    assert embedding.original_size == (400, 600)
+    assert embedding.input_size == (683, 1024)
+    assert embedding.fingerprint == tiny_sam.fingerprint
+    tiny_sam.predict(embedding, np.array([[10, 10]]), np.array([1]))
+    assert tiny_sam.encode_calls == before + 1  # prediction never re-encodes
+
+
+def test_fidelity_with_upstream_predictor_on_50_prompt_sets(tiny_sam, tiny_ckpt, coffee):
+    """Same checkpoint, image and points: masks and scores identical to segment-anything's SamPredictor."""
+    embedding = tiny_sam.encode(coffee)
+    predictor = upstream_predictor(tiny_ckpt, coffee)
+    assert np.array_equal(predictor.features.numpy().astype(np.float16), embedding.features)
+    rng = np.random.default_rng(2024)
+    sizes = []
+    for _ in range(50):
+        coords, labels = random_prompts(rng, 600, 400)
+        ours = tiny_sam.predict(embedding, coords, labels)
+        assert_same_as_upstream(ours, predictor, coords, labels)
+        assert [c.score for c in ours] == sorted((c.score for c in ours), reverse=True)
+        sizes.extend(c.area for c in ours)
+    # The random tiny model is still useful for previews: masks are neither all empty nor all full.
+    assert any(0 < s < 400 * 600 for s in sizes)
+
+
+def test_single_mask_output(tiny_sam, coffee):
+    embedding = tiny_sam.encode(coffee)
+    out = tiny_sam.predict(embedding, np.array([[300, 200]]), np.array([1]), multimask=False)
+    assert len(out) == 1 and out[0].mask.shape == (400, 600)
+
+
+def test_predict_rejects_foreign_embedding_and_empty_prompt(tiny_sam, coffee):
+    embedding = tiny_sam.encode(coffee)
+    foreign = Embedding(embedding.features, embedding.original_size, embedding.input_size, "classical-v1")
+    with pytest.raises(ValueError, match="different segmenter"):
+        tiny_sam.predict(foreign, np.array([[1, 1]]), np.array([1]))
+    with pytest.raises(ValueError, match="at least one point"):
+        tiny_sam.predict(embedding, np.zeros((0, 2)), np.zeros(0))
+
+
+def test_thread_safety(tiny_sam, coffee, astronaut):
+    """Concurrent encodes and predicts on different images give exactly the sequential results."""
+    emb_coffee = tiny_sam.encode(coffee)
+    emb_astro = tiny_sam.encode(astronaut)
+    rng = np.random.default_rng(7)
+    jobs = []
+    for i in range(8):
+        emb = emb_coffee if i % 2 else emb_astro
+        w, h = emb.original_size[1], emb.original_size[0]
+        jobs.append((emb, *random_prompts(rng, w, h)))
+    expected = [tiny_sam.predict(e, c, lab) for e, c, lab in jobs]
+    results: dict[int, list[MaskCandidate]] = {}
+    encoded: dict[int, Embedding] = {}
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            if worker < 2:
+                encoded[worker] = tiny_sam.encode(coffee if worker == 0 else astronaut)
+            for i in range(worker, len(jobs), 4):
+                results[i] = tiny_sam.predict(*jobs[i])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert np.array_equal(encoded[0].features, emb_coffee.features)
+    assert np.array_equal(encoded[1].features, emb_astro.features)
+    for i, exp in enumerate(expected):
+        assert [c.score for c in results[i]] == [c.score for c in exp]
+        assert all(np.array_equal(a.mask, b.mask) for a, b in zip(results[i], exp, strict=True))
+
+
+def test_mask_candidate_properties():
+    mask = np.zeros((10, 20), dtype=bool)
+    assert MaskCandidate(mask, 0.5).area == 0 and MaskCandidate(mask, 0.5).bbox is None
+    mask[2:5, 7:9] = True
+    candidate = MaskCandidate(mask, 0.9)
+    assert candidate.area == 6 and candidate.bbox == (7, 2, 8, 4)
+
+
+@pytest.mark.slow
+def test_fidelity_with_upstream_on_vit_b_random_weights(tmp_path, astronaut):
+    checkpoint = tmp_path / "sam_vit_b_random.pth"
+    from imaging.tiny_sam import build_vit_b_random_checkpoint
+
+    build_vit_b_random_checkpoint(checkpoint, seed=0)
+    segmenter = SamSegmenter(checkpoint, device="cpu")
+    assert segmenter.model_type == "vit_b"
+    image = astronaut[:384]  # non-square: exercises padding and the size bookkeeping
+    embedding = segmenter.encode(image)
+    predictor = upstream_predictor(checkpoint, image)
+    assert np.array_equal(predictor.features.numpy().astype(np.float16), embedding.features)
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        coords, labels = random_prompts(rng, 512, 384)
+        assert_same_as_upstream(segmenter.predict(embedding, coords, labels), predictor, coords, labels)

@@ -1,0 +1,235 @@
+"""Live events and downloads through the ASGI app (django.test.AsyncClient), with committed data.
+
+The server side runs sync views in a worker thread with its own database connection, hence
+``transaction=True``. Every read of a stream is guarded by ``asyncio.wait_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db.backends.signals import connection_created
+from django.test import AsyncClient
+from rest_framework.authtoken.models import Token
+
+from datasets.events import JobChannelManager, job_channel
+from datasets.models import GenerationJob
+from datasets.services.jobs import job_create, job_retry_failed
+from tests.jobs.conftest import add_templates
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+JOB_EVENTS = ("status", "item", "done")
+
+
+class _TokenClient:
+    """An AsyncClient sending ``Authorization: Token ...`` (AsyncClient only maps per-request headers)."""
+
+    def __init__(self, key: str) -> None:
+        self.client = AsyncClient()
+        self.headers = {"Authorization": f"Token {key}"}
+
+    async def get(self, path, data=None):
+        return await self.client.get(path, data, headers=self.headers)
+
+    async def post(self, path, data=None, **kwargs):
+        return await self.client.post(path, data, headers=self.headers, **kwargs)
+
+
+def _client(user) -> _TokenClient:
+    token, _ = Token.objects.get_or_create(user=user)
+    return _TokenClient(token.key)
+
+
+class SSEReader:
+    """Parses ``text/event-stream`` chunks into ``{"event", "id", "data"}`` dicts."""
+
+    def __init__(self, response) -> None:
+        self.stream = response.streaming_content.__aiter__()
+        self.buffer = ""
+        self.events: list[dict] = []
+
+    async def next_event(self) -> dict:
+        while "\n\n" not in self.buffer:
+            chunk = await self.stream.__anext__()
+            self.buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        block, self.buffer = self.buffer.split("\n\n", 1)
+        event: dict = {}
+        data = []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(": ")
+            if key == "data":
+                data.append(value)
+            elif key in ("event", "id"):
+                event[key] = value
+        if not event and not data:
+            return await self.next_event()  # the padding comment
+        raw = "\n".join(data)
+        # stream-open / keep-alive carry non-JSON data; the job events are JSON.
+        event["data"] = json.loads(raw) if event.get("event") in JOB_EVENTS else raw
+        self.events.append(event)
+        return event
+
+    async def until(self, predicate, timeout: float = 20.0) -> list[dict]:
+        async def read():
+            while True:
+                event = await self.next_event()
+                if predicate(event):
+                    return
+
+        await asyncio.wait_for(read(), timeout)
+        return self.events
+
+    async def close(self) -> None:
+        await self.stream.aclose()
+
+
+def _job_events(events: list[dict]) -> list[str]:
+    return [
+        e["event"] if e["event"] != "status" else f"status:{e['data']['status']}"
+        for e in events
+        if e.get("event") in JOB_EVENTS
+    ]
+
+
+@pytest.fixture
+def embedded_runner(settings):
+    from datasets.runner import get_runner
+
+    settings.JOB_RUNNER = "embedded"
+    runner = get_runner("embedded")
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_stray_connections():
+    """Close every database connection opened during the test, whatever thread or context opened it.
+
+    Django's connections are context-local: the ASGI app's worker thread, the eventstream reader and the
+    async test each open their own, and a leftover one keeps the test database from being dropped.
+    """
+    opened = []
+
+    def remember(sender, connection, **kwargs):
+        opened.append(connection)
+
+    connection_created.connect(remember, weak=False, dispatch_uid="tests-jobs-asgi-connections")
+    yield
+    connection_created.disconnect(dispatch_uid="tests-jobs-asgi-connections")
+    for wrapper in opened:
+        wrapper.inc_thread_sharing()
+        try:
+            wrapper.close()
+        finally:
+            wrapper.dec_thread_sharing()
+
+
+async def test_a_new_connection_replays_the_whole_job_in_order(alice, photo_dataset):
+    add_templates(photo_dataset, 2)
+    job = job_create(dataset=photo_dataset, owner=alice)  # inline runner: finished on return
+    response = await _client(alice).get(f"/api/jobs/{job.id.hex}/events/")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    reader = SSEReader(response)
+    events = await reader.until(lambda e: e.get("event") == "done")
+    await reader.close()
+
+    assert events[0]["event"] == "stream-open"
+    assert _job_events(events) == [
+        "status:queued",
+        "status:running",
+        "item",
+        "item",
+        "item",
+        "item",
+        "status:succeeded",
+        "done",
+    ]
+    items = [e["data"] for e in events if e.get("event") == "item"]
+    assert [i["filename"] for i in items] == ["astronaut.png", "coffee.png", "camera.png", "chelsea.png"]
+    assert all(e["id"].startswith(f"job-{job.id.hex}:") for e in events if e.get("event") in JOB_EVENTS)
+    assert events[-1]["data"]["variant_count"] == 4
+    # The page's HTML fragments live on their own channel: API clients get JSON only.
+    assert not [e for e in events if e.get("event", "").startswith("html-")]
+
+
+async def test_the_running_event_reaches_a_client_within_a_second(alice, photo_dataset, embedded_runner):
+    add_templates(photo_dataset, 1)
+    client = _client(alice)
+    started = time.perf_counter()
+    created = await client.post(
+        f"/api/datasets/{photo_dataset.id.hex}/jobs/", {}, content_type="application/json"
+    )
+    assert created.status_code == 202
+    job_id = created.json()["id"]
+    response = await client.get(f"/api/jobs/{job_id}/events/")
+    reader = SSEReader(response)
+    await reader.until(lambda e: e.get("event") == "status" and e["data"]["status"] == "running", timeout=5)
+    assert time.perf_counter() - started < 1.0
+    events = await reader.until(lambda e: e.get("event") == "done", timeout=60)
+    await reader.close()
+    assert _job_events(events)[-2:] == ["status:succeeded", "done"]
+    assert events[-1]["data"]["succeeded"] == 4
+
+
+async def test_resuming_with_the_last_event_id_skips_what_was_seen(alice, photo_dataset, settings):
+    add_templates(photo_dataset, 1)
+    job = job_create(dataset=photo_dataset, owner=alice, export_mask=True)
+    client = _client(alice)
+    detail = (await client.get(f"/api/jobs/{job.id.hex}/")).json()
+    response = await client.get(f"/api/jobs/{job.id.hex}/events/", {"lastEventId": detail["last_event_id"]})
+    reader = SSEReader(response)
+    await reader.until(lambda e: e.get("event") == "stream-open")
+    # Something new happens after the page rendered: a retry of the whole (canceled) remainder.
+    await sync_to_async(GenerationJob.objects.filter(pk=job.pk).update)(status="canceled")
+    await sync_to_async(job.items.filter(index=3).update)(status="pending")
+    await sync_to_async(job_retry_failed)(job=job)
+    events = await reader.until(lambda e: e.get("event") == "done")
+    await reader.close()
+    assert _job_events(events) == ["status:queued", "status:running", "item", "status:succeeded", "done"]
+
+
+async def test_alice_cannot_subscribe_to_bobs_job(alice, bob, make_photo_dataset):
+    dataset = make_photo_dataset(bob, names=("coffee",))
+    add_templates(dataset, 1)
+    job = job_create(dataset=dataset, owner=bob)
+    response = await _client(alice).get(f"/api/jobs/{job.id.hex}/events/")
+    assert response.status_code == 404
+    assert json.loads(response.content)["error"] == "not_found"
+    anonymous = await AsyncClient().get(f"/api/jobs/{job.id.hex}/events/")
+    assert anonymous.status_code == 401
+
+    manager = JobChannelManager()
+    channel = job_channel(job.id)
+    assert manager.can_read_channel(bob, channel)
+    assert not manager.can_read_channel(alice, channel)
+    assert not manager.can_read_channel(None, channel)
+    assert not manager.can_read_channel(bob, "job-not-a-uuid")
+    assert not manager.can_read_channel(bob, f"other-{job.id.hex}")
+
+
+async def test_the_zip_streams_as_an_async_iterator_under_asgi(alice, photo_dataset):
+    import io
+    import zipfile
+
+    add_templates(photo_dataset, 1)
+    job = job_create(dataset=photo_dataset, owner=alice, compose="each")
+    response = await _client(alice).get(f"/api/jobs/{job.id.hex}/download/")
+    assert response.status_code == 200 and response.is_async  # not materialised by Django before sending
+    body = b""
+
+    async def read():
+        nonlocal body
+        async for chunk in response.streaming_content:
+            body += chunk
+
+    await asyncio.wait_for(read(), 30)
+    assert len(body) == int(response["Content-Length"])
+    assert len(zipfile.ZipFile(io.BytesIO(body)).namelist()) == 5
