@@ -9,13 +9,14 @@ from __future__ import annotations
 import mimetypes
 from pathlib import PurePosixPath
 
-from django.http import FileResponse, Http404
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
+from datasets.downloads import file_chunks, stream_response
 from datasets.models import DatasetImage
 from datasets.selectors import image_get_for_user
 from datasets.serializers import ErrorSerializer
@@ -45,10 +46,9 @@ class LenientContentNegotiation(DefaultContentNegotiation):
             return renderers[0], renderers[0].media_type
 
 
-def file_response(
-    file, *, filename: str, content_type: str | None = None, download: bool = False
-) -> FileResponse:
-    """Stream a stored file (storage-agnostic ``open()``) with its display name and a private cache policy."""
+def file_response(request, file, *, filename: str, content_type: str | None = None, download: bool = False):
+    """Stream a stored file (storage-agnostic, never buffered under ASGI) with its display name and a
+    private cache policy."""
     if not file:
         raise Http404("file not found")
     content_type = (
@@ -57,8 +57,13 @@ def file_response(
         or mimetypes.guess_type(file.name)[0]
         or "application/octet-stream"
     )
-    response = FileResponse(
-        file.open("rb"), content_type=content_type, as_attachment=download, filename=filename
+    response = stream_response(
+        request,
+        file_chunks(file.name),
+        content_type=content_type,
+        size=file.size,
+        filename=filename,
+        attachment=download,
     )
     response["Cache-Control"] = FILE_CACHE_CONTROL
     return response
@@ -99,7 +104,9 @@ class ImageFileView(_ImageFileView):
     )
     def get(self, request, image_id: str):
         image = self._image(request, image_id)
-        response = file_response(image.file, filename=image.filename, download=self._download(request))
+        response = file_response(
+            request, image.file, filename=image.filename, download=self._download(request)
+        )
         response["ETag"] = f'"{image.sha256}"'
         return response
 
@@ -117,6 +124,7 @@ class ImageThumbnailView(_ImageFileView):
         image = self._image(request, image_id)
         stem = image.filename.rsplit(".", 1)[0]
         return file_response(
+            request,
             image.thumbnail,
             filename=f"{stem}.thumbnail.png",
             content_type="image/png",
