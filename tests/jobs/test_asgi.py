@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -160,10 +159,11 @@ async def test_a_new_connection_replays_the_whole_job_in_order(alice, photo_data
     assert not [e for e in events if e.get("event", "").startswith("html-")]
 
 
-async def test_the_running_event_reaches_a_client_within_a_second(alice, photo_dataset, embedded_runner):
+async def test_the_running_event_reaches_a_client_before_any_image_is_done(
+    alice, photo_dataset, embedded_runner
+):
     add_templates(photo_dataset, 1)
     client = _client(alice)
-    started = time.perf_counter()
     created = await client.post(
         f"/api/datasets/{photo_dataset.id.hex}/jobs/", {}, content_type="application/json"
     )
@@ -171,8 +171,13 @@ async def test_the_running_event_reaches_a_client_within_a_second(alice, photo_d
     job_id = created.json()["id"]
     response = await client.get(f"/api/jobs/{job_id}/events/")
     reader = SSEReader(response)
-    await reader.until(lambda e: e.get("event") == "status" and e["data"]["status"] == "running", timeout=5)
-    assert time.perf_counter() - started < 1.0
+    events = await reader.until(
+        lambda e: e.get("event") == "status" and e["data"]["status"] == "running", timeout=5
+    )
+    # No silent work before the first event: the client hears "running" before any image is finished
+    # (speed itself is measured by the benchmark, not asserted here).
+    assert events[-1]["data"]["counters"]["processed"] == 0
+    assert "item" not in _job_events(events)
     events = await reader.until(lambda e: e.get("event") == "done", timeout=60)
     await reader.close()
     assert _job_events(events)[-2:] == ["status:succeeded", "done"]
