@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
 RUNTIME_STAMP := $(VENV)/.runtime-$(REQ_HASH)
 DEV_STAMP := $(VENV)/.dev-$(REQ_HASH)
+# The suite runs on PostgreSQL (the production database); this local server is its default.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/samgen
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -36,10 +38,10 @@ test: $(DEV_STAMP)
 	scripts/ensure-chromium.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest
 
 test-fast: $(DEV_STAMP)
-	$(PY) -m pytest -m "not slow and not browser" -x -q
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest -m "not slow and not browser" -x -q
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
