@@ -523,28 +523,29 @@ def job_detail(request, job_id):
     return render(request, "frontend/job.html", context)
 
 
-@login_required
-@require_POST
-def job_cancel_view(request, job_id):
+def _job_action(request, job_id, action, success_message: str):
+    """Run one job service on the user's job; its refusal becomes a page message, never an error page."""
     job = job_get_for_user(user=request.user, job_id=job_id)
     try:
-        job_cancel(job=job)
-        messages.info(request, "Cancel requested: the job stops after the current image.")
+        action(job=job)
+        messages.info(request, success_message)
     except ServiceError as exc:
         messages.error(request, exc.message)
     return redirect("ui-job", job_id=job.public_id)
+
+
+@login_required
+@require_POST
+def job_cancel_view(request, job_id):
+    return _job_action(
+        request, job_id, job_cancel, "Cancel requested: the job stops after the current image."
+    )
 
 
 @login_required
 @require_POST
 def job_retry_view(request, job_id):
-    job = job_get_for_user(user=request.user, job_id=job_id)
-    try:
-        job_retry_failed(job=job)
-        messages.info(request, "The failed images are queued again.")
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    return redirect("ui-job", job_id=job.public_id)
+    return _job_action(request, job_id, job_retry_failed, "The failed images are queued again.")
 
 
 @login_required

@@ -86,9 +86,7 @@ class ClassicalSegmenter:
         multimask: bool = True,
     ) -> list[MaskCandidate]:
         """Three candidates (one when ``multimask`` is False: the medium radius), best score first."""
-        if embedding.fingerprint != self.fingerprint:
-            raise ValueError("the embedding was made by a different segmenter")
-        coords, labels = check_prompt(point_coords, point_labels)
+        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels)
         small = np.ascontiguousarray(embedding.features)
         sh, sw = small.shape[:2]
         oh, ow = embedding.original_size

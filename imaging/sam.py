@@ -350,9 +350,7 @@ class SamSegmenter:
         multimask: bool = True,
     ) -> list[MaskCandidate]:
         """Masks for a point prompt, as ``SamPredictor.predict`` computes them, best predicted IoU first."""
-        if embedding.fingerprint != self.fingerprint:
-            raise ValueError("the embedding was made by a different segmenter")
-        coords, labels = check_prompt(point_coords, point_labels)
+        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels)
         # Same float64 coordinate transform as SamPredictor.predict, then float32 like it.
         coords_t = self.transform.apply_coords(coords, embedding.original_size)
         with torch.inference_mode():

@@ -98,8 +98,13 @@ class Segmenter(Protocol):
         ...
 
 
-def check_prompt(point_coords: np.ndarray, point_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and normalise a prompt to ``(float32 Nx2, int32 N)``; at least one point is required."""
+def check_prompt(
+    embedding: Embedding, fingerprint: str, point_coords: np.ndarray, point_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a prediction request: the embedding must come from the segmenter with ``fingerprint``, and the
+    prompt is normalised to ``(float32 Nx2, int32 N)`` with at least one point."""
+    if embedding.fingerprint != fingerprint:
+        raise ValueError("the embedding was made by a different segmenter")
     coords = np.asarray(point_coords, dtype=np.float32).reshape(-1, 2)
     labels = np.asarray(point_labels, dtype=np.int32).reshape(-1)
     if coords.shape[0] == 0:

@@ -145,6 +145,9 @@ def test_the_same_file_may_go_into_two_datasets(alice_api, alice_dataset, alice,
     other = DatasetFactory(owner=alice)
     assert post_upload(alice_api, alice_dataset, [("a.png", photo_png["camera"])]).status_code == 201
     assert post_upload(alice_api, other, [("a.png", photo_png["camera"])]).status_code == 201
+    # Duplicates are refused per dataset only: each dataset holds its own copy of the same content.
+    assert alice_dataset.images.count() == other.images.count() == 1
+    assert alice_dataset.images.get().sha256 == other.images.get().sha256
 
 
 def test_a_file_over_the_size_limit_is_rejected_with_the_limit(alice_api, alice_dataset, photos, settings):
@@ -181,6 +184,7 @@ def test_images_brackets_field_name_is_accepted(alice_api, alice_dataset):
         images_url(alice_dataset), {"images[]": [upload_file("a.png", png_bytes())]}, format="multipart"
     )
     assert response.status_code == 201
+    assert [image.filename for image in alice_dataset.images.all()] == ["a.png"]
 
 
 def test_more_images_than_the_dataset_may_hold_is_refused_before_anything_is_stored(

@@ -53,12 +53,13 @@ def test_login_with_a_password_reaches_the_datasets_page(client, alice):
 
 
 def test_token_endpoint_returns_a_working_token(client, alice):
+    DatasetFactory(owner=alice, name="Alice's")
     response = client.post(
         "/api/auth/token/", {"username": "alice", "password": "correct horse battery staple"}
     )
     token = response.json()["token"]
     authed = client.get("/api/datasets/", HTTP_AUTHORIZATION=f"Token {token}")
-    assert authed.status_code == 200
+    assert [row["name"] for row in authed.json()["results"]] == ["Alice's"]
 
 
 def test_alice_cannot_reach_bobs_dataset(alice, bob):

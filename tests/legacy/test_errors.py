@@ -123,6 +123,9 @@ def test_json_without_a_content_type_is_still_read(alice_api, dataset):
         "/sam/dataset/template/save", data=body, content_type="application/x-www-form-urlencoded"
     )
     assert response.status_code == 200, response.content
+    assert response.json()["points_count"] == 1
+    saved = dataset.templates.get(pk=response.json()["template_id"])
+    assert saved.points == [{"x_norm": 0.2, "y_norm": 0.2, "positive": True}]
 
 
 GARBAGE = [None, "x", 3, [1, "a"], {"a": 1}, ["x", {}], True, -1, 1e309, "../../etc/passwd"]
