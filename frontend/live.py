@@ -1,6 +1,6 @@
 """HTML fragments for the job page, sent on the job's page channel (``jobpage-<hex>``).
 
-``datasets.signals.job_event`` fires after commit for every ``status``, ``item`` and ``done`` event. For each
+``datasets.jobs.signals.job_event`` fires after commit for every ``status``, ``item`` and ``done`` event. For each
 we render out-of-band fragments (``hx-swap-oob``) keyed by element id and send them as ``html-<type>`` on the
 page channel (``json_encode=False``), which has its own ``lastEventId`` sequence; API clients of the JSON
 channel never see markup. Fragments replace elements by id, so a replayed event (page render raced an event)
@@ -14,7 +14,7 @@ import logging
 from django.template.loader import render_to_string
 from django_eventstream import send_event
 
-from datasets.events import EVENT_DONE, EVENT_ITEM, EVENT_STATUS, job_page_channel
+from datasets.jobs.events import EVENT_DONE, EVENT_ITEM, EVENT_STATUS, job_page_channel
 from datasets.models import GenerationJob, ItemStatus
 from datasets.selectors import job_items
 from frontend import presenters
@@ -84,7 +84,7 @@ def render_done(job: GenerationJob) -> str:
 
 
 def on_job_event(sender, *, job: GenerationJob, event_type: str, payload: dict, **kwargs) -> None:
-    """Receiver of ``datasets.signals.job_event``: render and send the page's fragment for this event."""
+    """Receiver of ``datasets.jobs.signals.job_event``: render and send the page's fragment for this event."""
     try:
         fresh = GenerationJob.objects.select_related("dataset").get(pk=job.pk)
     except GenerationJob.DoesNotExist:

@@ -20,7 +20,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_eventstream.views import events as eventstream_events
 from django_htmx.http import HttpResponseClientRedirect
 
-from datasets.events import job_last_event_id, job_page_channel
+from datasets.jobs.events import job_last_event_id, job_page_channel
+from datasets.jobs.services import job_cancel, job_create, job_retry_failed
+from datasets.jobs.snapshots import spec_for_template
 from datasets.models import ImageClass
 from datasets.selectors import (
     dataset_get_for_user,
@@ -32,7 +34,6 @@ from datasets.selectors import (
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class, images_upload
-from datasets.services.jobs import job_cancel, job_create, job_retry_failed
 from datasets.services.previews import edit_preview, segment_preview
 from frontend import presenters
 from frontend.forms import (
@@ -47,7 +48,6 @@ from imaging.errors import EditValidationError, ImagingError, SegmenterUnavailab
 from samsite.errors import ServiceError
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import points_from_input, template_create, template_delete, template_update
-from templates_app.specs import spec_for_template
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""REST API of generation jobs and variants: thin views over ``datasets.services.jobs`` and the selectors.
+"""REST API of generation jobs and variants: thin views over ``datasets.jobs.services`` and the selectors.
 
 Every object is resolved through the ownership accessors (``job_get_for_user``, ``variant_get_for_user``,
 ``dataset_get_for_user``), so another user's job, variant, ZIP or event stream is a 404.
@@ -16,15 +16,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from datasets.downloads import job_zip_response, variant_file_response
-from datasets.events import job_channel, job_first_event_id
-from datasets.job_serializers import (
+from datasets.jobs.downloads import job_zip_response, variant_file_response
+from datasets.jobs.events import job_channel, job_first_event_id
+from datasets.jobs.serializers import (
     JobCreateSerializer,
     JobDetailSerializer,
     JobItemSerializer,
     JobSerializer,
     VariantSerializer,
 )
+from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY
 from datasets.selectors import (
     dataset_get_for_user,
@@ -34,10 +35,8 @@ from datasets.selectors import (
     variant_get_for_user,
     variant_list_for_job,
 )
-from datasets.services.jobs import job_cancel, job_create, job_retry_failed
 from samsite.api import ApiError
 from samsite.db import parse_uuid
-from templates_app.models import Template
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(
@@ -96,9 +95,9 @@ class DatasetJobListCreateApi(generics.ListAPIView):
         )
 
 
-def _dataset_template(dataset, template_id: str, index: int) -> Template:
+def _dataset_template(dataset, template_id: str, index: int):
     pk = parse_uuid(template_id)
-    template = Template.objects.filter(dataset=dataset, pk=pk).first() if pk else None
+    template = dataset.templates.filter(pk=pk).first() if pk else None
     if template is None:
         raise ApiError("template_not_found", "no such template in this dataset", index=index)
     return template

@@ -1,19 +1,18 @@
-"""Live job events over django-eventstream: one channel per job, ``job-<hex id>``.
+"""Live job events: one typed contract, one channel per job (``job-<hex id>``), stored before they are pushed.
 
-Read permission goes through the same ownership accessor as every other interface, so alice cannot
-subscribe to bob's job. Events are stored (DjangoModelStorage) before they are pushed, so a client that
-connects with ``lastEventId`` replays everything it missed.
+The payloads are the TypedDicts below; every consumer is derived from them: the REST event stream sends them as
+JSON, the job page renders them into HTML in the web process (``frontend/live.py``), and the seed-compatible
+stream turns them into the old wire format. Workers, wherever they run, only ever emit these JSON events.
 
-Event types and their JSON payloads (sent by ``datasets.generation`` and ``datasets.services.jobs``):
+``status``  :class:`StatusEvent` on every job transition (queued, running, succeeded, failed, canceled).
+``item``    :class:`ItemEvent`, one per processed image; the top-level variant fields describe the item's first
+            variant (the only one in stack mode).
+``done``    :class:`DoneEvent`, the last event of a run, sent exactly once per run (a compare-and-set on the
+            job row decides which worker sends it).
 
-``status``  ``{"job_id", "status", "counters"}`` on every job transition (queued, running, succeeded,
-            failed, canceled); ``counters`` is ``job_counters(job)``.
-``item``    one per processed image: ``{"job_id", "index", "total", "image_id", "filename", "status"
-            ("succeeded" | "failed" | "skipped"), "ms", "template_ids", "template_names", "score", "area",
-            "variant_id", "variant_url", "mask_url", "variants": [...], "counters", "error"?}``; the
-            top-level variant fields describe the item's first variant (the only one in stack mode).
-``done``    last event of a run: ``{"job_id", "status", "total", "succeeded", "failed", "skipped",
-            "variant_count", "download_url", "error"}``.
+Read permission goes through the same ownership accessor as every other interface, for every channel a request
+ends up subscribed to. Events are stored (:class:`JobEventStorage`) in the transaction that makes the change and
+pushed after commit, so a client that connects with ``lastEventId`` replays everything it missed.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from typing import NotRequired, TypedDict
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -28,6 +28,7 @@ from django.http import Http404
 from django.urls import reverse
 from django_eventstream import get_current_event_id
 from django_eventstream.channelmanager import DefaultChannelManager
+from django_eventstream.storage import DjangoModelStorage
 from django_eventstream.utils import get_storage
 
 from datasets.selectors import job_get_for_user
@@ -41,6 +42,81 @@ PAGE_CHANNEL_PREFIX = "jobpage-"
 EVENT_STATUS = "status"
 EVENT_ITEM = "item"
 EVENT_DONE = "done"
+
+
+class Counters(TypedDict):
+    total: int
+    processed: int
+    succeeded: int
+    failed: int
+    skipped: int
+    variants: int
+    encoder_calls: int
+    cache_hits: int
+
+
+class StatusEvent(TypedDict):
+    job_id: str
+    status: str
+    counters: Counters
+    segmenter: str
+    queue_position: int | None
+
+
+class VariantEntry(TypedDict):
+    id: str
+    template_key: str
+    template_ids: list[str]
+    template_names: list[str]
+    score: float
+    area: int
+    width: int
+    height: int
+    sha256: str
+    url: str
+    mask_url: str | None
+
+
+class ItemEvent(TypedDict):
+    job_id: str
+    index: int
+    total: int
+    image_id: str
+    filename: str
+    status: str
+    ms: int | None
+    cache_hit: bool
+    template_ids: list[str]
+    template_names: list[str]
+    score: float | None
+    area: int | None
+    variant_id: str | None
+    variant_url: str | None
+    mask_url: str | None
+    variants: list[VariantEntry]
+    counters: Counters
+    error: NotRequired[str]
+
+
+class DoneEvent(TypedDict):
+    job_id: str
+    status: str
+    total: int
+    succeeded: int
+    failed: int
+    skipped: int
+    variant_count: int
+    download_url: str
+    error: str
+
+
+class JobEventStorage(DjangoModelStorage):
+    """django-eventstream's model storage without its trimming: upstream deletes old events inside every
+    ``append_event``, i.e. inside the job's item transaction, and after 24 hours. Job events are kept as long as
+    their job is (deleted with it, see ``job_events_delete``) so a job's history replays whatever its age."""
+
+    def trim_event_log(self) -> None:
+        return None
 
 
 def job_channel(job_id) -> str:
@@ -62,6 +138,8 @@ def job_id_from_channel(channel: str) -> str | None:
 
 
 class JobChannelManager(DefaultChannelManager):
+    """Every channel a request is subscribed to must be a job channel its user owns (JSON or page channel)."""
+
     def can_read_channel(self, user, channel: str) -> bool:
         job_id = job_id_from_channel(channel)
         if user is None or job_id is None:
@@ -104,8 +182,8 @@ def send_job_event(job, event_type: str, payload: Mapping) -> None:
     stored = storage.append_event(channel, event_type, encoded) if storage else None
 
     def _publish() -> None:
+        from datasets.jobs.signals import job_event
         from datasets.models import GenerationJob
-        from datasets.signals import job_event
 
         try:
             _push_to_listeners(channel, event_type, encoded, stored)
@@ -142,7 +220,16 @@ def _push_to_listeners(channel: str, event_type: str, encoded: str, stored) -> N
     publish_event(channel, event_type, encoded, pub_id, pub_prev_id)
 
 
-def job_counters(job) -> dict:
+def job_events_delete(job_ids) -> None:
+    """Delete the stored events (and counters) of these jobs' channels; called when the jobs are deleted."""
+    from django_eventstream.models import Event, EventCounter
+
+    channels = [name for job_id in job_ids for name in (job_channel(job_id), job_page_channel(job_id))]
+    Event.objects.filter(channel__in=channels).delete()
+    EventCounter.objects.filter(name__in=channels).delete()
+
+
+def job_counters(job) -> Counters:
     """The progress counters every status/item event carries."""
     return {
         "total": job.total_items,
@@ -156,11 +243,17 @@ def job_counters(job) -> dict:
     }
 
 
-def status_payload(job) -> dict:
-    return {"job_id": job.id.hex, "status": job.status, "counters": job_counters(job)}
+def status_payload(job, *, queue_position: int | None = None) -> StatusEvent:
+    return {
+        "job_id": job.id.hex,
+        "status": job.status,
+        "counters": job_counters(job),
+        "segmenter": job.segmenter,
+        "queue_position": queue_position,
+    }
 
 
-def done_payload(job) -> dict:
+def done_payload(job) -> DoneEvent:
     return {
         "job_id": job.id.hex,
         "status": job.status,
@@ -172,3 +265,54 @@ def done_payload(job) -> dict:
         "download_url": reverse("api-job-download", args=[job.id.hex]),
         "error": job.error,
     }
+
+
+def variant_entry(variant) -> VariantEntry:
+    return {
+        "id": variant.id.hex,
+        "template_key": variant.template_key,
+        "template_ids": list(variant.template_ids),
+        "template_names": list(variant.template_names),
+        "score": round(variant.score, 4),
+        "area": variant.area,
+        "width": variant.width,
+        "height": variant.height,
+        "sha256": variant.sha256,
+        "url": reverse("api-variant-file", args=[variant.id.hex]),
+        "mask_url": reverse("api-variant-mask", args=[variant.id.hex]) if variant.mask_file else None,
+    }
+
+
+def item_payload(job, item, variants) -> ItemEvent:
+    """The ``item`` event of one processed image, from its committed item and variants."""
+    entries = [variant_entry(variant) for variant in variants]
+    template_ids: list[str] = []
+    template_names: list[str] = []
+    for entry in entries:
+        for template_id, name in zip(entry["template_ids"], entry["template_names"], strict=False):
+            if template_id not in template_ids:
+                template_ids.append(template_id)
+                template_names.append(name)
+    first = entries[0] if entries else None
+    payload: ItemEvent = {
+        "job_id": job.id.hex,
+        "index": item.index,
+        "total": job.total_items,
+        "image_id": item.image_id.hex,
+        "filename": item.image.filename,
+        "status": item.status,
+        "ms": item.ms,
+        "cache_hit": item.cache_hit,
+        "template_ids": template_ids,
+        "template_names": template_names,
+        "score": first["score"] if first else None,
+        "area": first["area"] if first else None,
+        "variant_id": first["id"] if first else None,
+        "variant_url": first["url"] if first else None,
+        "mask_url": first["mask_url"] if first else None,
+        "variants": entries,
+        "counters": job_counters(job),
+    }
+    if item.status == "failed":
+        payload["error"] = item.error
+    return payload

@@ -7,7 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from datasets.events import job_counters, job_first_event_id, job_last_event_id
+from datasets.jobs.events import job_counters, job_first_event_id, job_last_event_id
 from datasets.models import ComposeMode, GenerationJob, ItemStatus, JobItem, OutputFormat, Variant
 
 MAX_ERRORS_SHOWN = 100

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.urls import reverse
 
-from datasets.events import job_page_channel
+from datasets.jobs.events import job_page_channel
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def test_every_job_event_sends_an_html_fragment(
     alice_dataset, alice_template, django_capture_on_commit_callbacks
 ):
-    from datasets.services.jobs import job_create
+    from datasets.jobs.services import job_create
 
     sent = []
     with (
@@ -47,13 +47,13 @@ def test_every_job_event_sends_an_html_fragment(
 def test_failed_items_update_the_error_list(
     alice_dataset, alice_template, django_capture_on_commit_callbacks
 ):
-    from datasets.services.jobs import job_create
+    from datasets.jobs.services import job_create
 
     sent = []
     boom = RuntimeError("decoder exploded")
     with (
         mock.patch("frontend.live.send_event", side_effect=lambda *a, **k: sent.append(a)),
-        mock.patch("datasets.generation.decode_stored_image", side_effect=boom),
+        mock.patch("datasets.jobs.processing.decode_stored_image", side_effect=boom),
         django_capture_on_commit_callbacks(execute=True),
     ):
         job_create(dataset=alice_dataset, owner=alice_dataset.owner)
@@ -67,7 +67,7 @@ def test_failed_items_update_the_error_list(
 def test_a_receiver_error_never_breaks_the_job(
     alice_dataset, alice_template, django_capture_on_commit_callbacks
 ):
-    from datasets.services.jobs import job_create
+    from datasets.jobs.services import job_create
 
     with (
         mock.patch("frontend.live.render_item", side_effect=ValueError("template bug")),
@@ -104,8 +104,8 @@ async def test_the_page_stream_replays_from_last_event_id_and_checks_ownership(
 ):
     from django.test import AsyncClient
 
+    from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_create
-    from datasets.services.jobs import job_create
     from templates_app.services import template_create
     from tests.factories import UserFactory
     from tests.frontend.conftest import upload_photos

@@ -15,9 +15,9 @@ from django.db.backends.signals import connection_created
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
-from datasets.events import JobChannelManager, job_channel
+from datasets.jobs.events import JobChannelManager, job_channel
+from datasets.jobs.services import job_create, job_retry_failed
 from datasets.models import GenerationJob
-from datasets.services.jobs import job_create, job_retry_failed
 from tests.jobs.conftest import add_templates
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -99,7 +99,7 @@ def _job_events(events: list[dict]) -> list[str]:
 
 @pytest.fixture
 def embedded_runner(settings):
-    from datasets.runner import get_runner
+    from datasets.jobs.runners import get_runner
 
     settings.JOB_RUNNER = "embedded"
     runner = get_runner("embedded")
