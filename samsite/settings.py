@@ -164,6 +164,9 @@ WORKER_TORCH_THREADS = env_int("WORKER_TORCH_THREADS", 1, minimum=1)
 # --- Live events (django-eventstream) ------------------------------------------------------------------
 EVENTSTREAM_STORAGE_CLASS = "datasets.jobs.events.JobEventStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "datasets.jobs.events.JobChannelManager"
+#: Open live event streams (API and pages together) a user may hold at once; a crashed process's count expires.
+SSE_MAX_CONNECTIONS_PER_USER = env_int("SSE_MAX_CONNECTIONS_PER_USER", 20, minimum=1)
+SSE_SLOT_TTL_SECONDS = env_int("SSE_SLOT_TTL_SECONDS", 6 * 3600, minimum=60)
 if REDIS_URL:
     # Workers in other processes (Celery) publish through Redis so every web process's listeners hear them.
     from urllib.parse import urlsplit as _urlsplit

@@ -17,7 +17,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets.jobs.downloads import job_zip_response, variant_file_response
-from datasets.jobs.events import job_channel, job_first_event_id
+from datasets.jobs.events import (
+    TooManyStreams,
+    job_channel,
+    job_first_event_id,
+    stream_slot_acquire,
+    stream_slot_release,
+    strip_stream_overrides,
+    too_many_streams_response,
+    with_stream_slot,
+)
 from datasets.jobs.serializers import (
     JobCreateSerializer,
     JobDetailSerializer,
@@ -260,6 +269,7 @@ class JobEventsApi(_BinaryApi):
     def get(self, request: Request, job_id: str):
         job = job_get_for_user(user=request.user, job_id=job_id)
         django_request = request._request
+        strip_stream_overrides(django_request)
         if not django_request.META.get("HTTP_LAST_EVENT_ID") and not any(
             django_request.GET.getlist("lastEventId")
         ):
@@ -268,4 +278,12 @@ class JobEventsApi(_BinaryApi):
             query = django_request.GET.copy()
             query["lastEventId"] = job_first_event_id(job)
             django_request.GET = query
-        return eventstream_events(django_request, channels=[job_channel(job.id)])
+        try:
+            stream_slot_acquire(request.user)
+        except TooManyStreams as exc:
+            return too_many_streams_response(exc)
+        response = eventstream_events(django_request, channels=[job_channel(job.id)])
+        if not getattr(response, "is_async", False):
+            stream_slot_release(request.user)  # an error answer, not a stream
+            return response
+        return with_stream_slot(request.user, response)

@@ -316,3 +316,97 @@ def item_payload(job, item, variants) -> ItemEvent:
     if item.status == "failed":
         payload["error"] = item.error
     return payload
+
+
+# --- Serving event streams ---------------------------------------------------------------------------------
+
+#: Query parameters django-eventstream would honour but that must never reach it: ``es-meta`` is a token that
+#: replaces the request's user and channel list (signed with SECRET_KEY), ``channel`` adds channels.
+_UNTRUSTED_STREAM_PARAMS = ("es-meta", "channel", "channels")
+
+
+def strip_stream_overrides(request) -> None:
+    """Remove the query parameters by which a client could choose another user or other channels."""
+    if any(name in request.GET for name in _UNTRUSTED_STREAM_PARAMS):
+        query = request.GET.copy()
+        for name in _UNTRUSTED_STREAM_PARAMS:
+            query.pop(name, None)
+        request.GET = query
+
+
+class TooManyStreams(Exception):
+    """The user already holds ``SSE_MAX_CONNECTIONS_PER_USER`` open event streams."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} live event streams may be open at once; close a tab or wait")
+        self.limit = limit
+
+
+def _slot_key(user_id) -> str:
+    return f"sse-open:{user_id}"
+
+
+def stream_slot_acquire(user) -> None:
+    """Count one more open stream for ``user`` in the shared cache (every process sees it); raise TooManyStreams
+    beyond the limit. Released by ``stream_slot_release``; a count leaked by a crashed process expires."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    key, ttl = _slot_key(user.pk), settings.SSE_SLOT_TTL_SECONDS
+    cache.add(key, 0, ttl)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, ttl)
+        count = 1
+    if count > settings.SSE_MAX_CONNECTIONS_PER_USER:
+        stream_slot_release(user)
+        raise TooManyStreams(settings.SSE_MAX_CONNECTIONS_PER_USER)
+    cache.touch(key, ttl)
+
+
+def stream_slot_release(user) -> None:
+    from django.core.cache import cache
+
+    try:
+        if cache.decr(_slot_key(user.pk)) < 0:
+            cache.set(_slot_key(user.pk), 0)
+    except ValueError:
+        pass
+
+
+def too_many_streams_response(exc: TooManyStreams):
+    from django.http import JsonResponse
+
+    return JsonResponse({"error": "too_many_streams", "detail": str(exc), "limit": exc.limit}, status=429)
+
+
+async def _holding_slot(user, content):
+    from asgiref.sync import sync_to_async
+
+    try:
+        async for chunk in content:
+            yield chunk
+    finally:
+        await sync_to_async(stream_slot_release, thread_sensitive=False)(user)
+
+
+def with_stream_slot(user, response):
+    """Hold one of ``user``'s stream slots for as long as ``response`` (an async streaming one) is being sent."""
+    response.streaming_content = _holding_slot(user, response.streaming_content)
+    return response
+
+
+def sse_response(request, content):
+    """A ``text/event-stream`` response over the async iterator ``content``, counted in the user's stream limit
+    (429 JSON beyond it)."""
+    from django.http import StreamingHttpResponse
+
+    try:
+        stream_slot_acquire(request.user)
+    except TooManyStreams as exc:
+        return too_many_streams_response(exc)
+    response = StreamingHttpResponse(content, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return with_stream_slot(request.user, response)
