@@ -194,7 +194,8 @@ class JobItem(BaseModel):
     """One image of a job. Transitions: pending -> running (claimed: ``worker`` holds a lease until
     ``lease_expires_at``, renewed by heartbeats) -> succeeded | failed | skipped; running -> pending when its
     worker releases it (cancel, shutdown) or it is reclaimed after its lease expired (the worker died);
-    failed -> pending on retry. Every write of a running item is fenced on ``worker``."""
+    failed -> pending on retry. Every write of a running item is fenced on ``worker``, which afterwards says
+    who ran it."""
 
     DONE = (ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.SKIPPED)
 

@@ -145,6 +145,8 @@ JOB_RUNNER = env_choice("JOB_RUNNER", "embedded", ["embedded", "celery", "inline
 #: Items a worker claims at once, and how long its lease on them lasts without a heartbeat (one per image).
 JOB_CHUNK_SIZE = env_int("JOB_CHUNK_SIZE", 4, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300, minimum=1)
+#: ``fair``: round-robin between users, then oldest job first; ``fifo``: oldest job first (a benchmark baseline).
+JOB_SCHEDULING = env_choice("JOB_SCHEDULING", "fair", ["fair", "fifo"])
 #: Per-user limits on work waiting or running; job creation answers 429 beyond them.
 MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 3, minimum=1)
 MAX_QUEUED_ITEMS_PER_USER = env_int("MAX_QUEUED_ITEMS_PER_USER", 5000, minimum=1)

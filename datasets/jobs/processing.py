@@ -82,6 +82,8 @@ def process_claim(claim: Claim) -> None:
         services.job_fail(job_id=job.id, error=f"segmenter unavailable: {exc}")
         return
     timings = {"load": (time.perf_counter() - started) * 1000}
+    # Loading a model can take longer than a lease: renew it before the first image.
+    services.items_heartbeat(worker=claim.worker, item_ids=claim.item_ids)
     services.job_record_segmenter(
         job=job, label=f"{segmenter.backend}:{segmenter.model_type or '-'}:{segmenter.fingerprint}"
     )

@@ -378,8 +378,11 @@ def items_claim(*, worker: str, job_id=None, size: int | None = None) -> Claim |
     )
     if job_id is not None:
         jobs = jobs.filter(pk=job_id)
-    turn = SchedulerTurn.objects.filter(owner=OuterRef("owner")).values("last_claimed_at")[:1]
-    jobs = jobs.annotate(turn=Subquery(turn)).order_by(F("turn").asc(nulls_first=True), "created")
+    if settings.JOB_SCHEDULING == "fifo":  # the baseline the fairness benchmark measures against
+        jobs = jobs.order_by("created")
+    else:
+        turn = SchedulerTurn.objects.filter(owner=OuterRef("owner")).values("last_claimed_at")[:1]
+        jobs = jobs.annotate(turn=Subquery(turn)).order_by(F("turn").asc(nulls_first=True), "created")
     for job in jobs[:8]:
         claim = _claim_from(job, worker=worker, size=size, now=now)
         if claim is not None:
@@ -500,8 +503,7 @@ def item_finish(
             error=result.error[:MAX_ERROR_CHARS],
             ms=result.ms,
             cache_hit=result.cache_hit,
-            worker="",
-            lease_expires_at=None,
+            lease_expires_at=None,  # ``worker`` stays: who ran it
             updated=timezone.now(),
         )
         counter = _ITEM_COUNTERS[result.status]
