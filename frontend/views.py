@@ -24,6 +24,7 @@ from datasets.jobs.relay import parse_event_id
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import ImageClass
+from datasets.prompts import points_from_input
 from datasets.selectors import (
     dataset_get_for_user,
     dataset_list_for_user,
@@ -47,7 +48,7 @@ from frontend.forms import (
 from imaging.errors import EditValidationError, ImagingError, SegmenterUnavailable
 from samsite.errors import ServiceError
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
-from templates_app.services import points_from_input, template_create, template_delete, template_update
+from templates_app.services import template_create, template_delete, template_update
 
 logger = logging.getLogger(__name__)
 

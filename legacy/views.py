@@ -27,6 +27,7 @@ from datasets.image_io import decode_stored_image, read_file_bytes
 from datasets.jobs.services import job_create
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, ImageClass, JobSource, OutputFormat
+from datasets.prompts import points_from_input
 from datasets.segmentation import app_segmenter, app_segmenter_status, embedding_cache
 from datasets.selectors import image_list_for_dataset
 from datasets.services.datasets import dataset_create, dataset_delete
@@ -56,7 +57,7 @@ from legacy.streams import calls_stream, event_stream_response, iterator_stream,
 from samsite.errors import ServiceError
 from templates_app.models import Template
 from templates_app.selectors import template_list_for_dataset
-from templates_app.services import points_from_input, template_create
+from templates_app.services import template_create
 
 #: Upload errors whose old wire form is the message itself (``{"error": "max_images_exceeded:12/10"}``).
 _MESSAGE_AS_CODE = frozenset({"no_files", "max_images_exceeded", "zip_error"})
