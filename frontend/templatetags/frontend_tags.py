@@ -32,6 +32,9 @@ def display_url(image) -> str:
 
 @register.filter
 def variant_url(variant) -> str:
+    """The edited image; for an annotation (annotate jobs: no image), the original, shown under its mask."""
+    if not variant.file:
+        return display_url(variant.image)
     return reverse("api-variant-file", args=[variant.id.hex])
 
 
