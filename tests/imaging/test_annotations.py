@@ -45,7 +45,9 @@ def _from_yolo(lines: list[str], width: int, height: int) -> np.ndarray:
     out = np.zeros((height, width), dtype=bool)
     for line in lines:
         values = np.array(line.split()[1:], dtype=np.float32).reshape(-1, 2) * [width, height]
-        out |= sv.polygon_to_mask(np.round(values).astype(np.int32), resolution_wh=(width, height)).astype(bool)
+        out |= sv.polygon_to_mask(np.round(values).astype(np.int32), resolution_wh=(width, height)).astype(
+            bool
+        )
     return out
 
 

@@ -253,8 +253,12 @@ def test_voc_pixels_are_the_label_index_and_void_where_labels_clash(
         t.save(update_fields=["label"])
     # Same prompt as "cap" under another label: every "cap" pixel is contested; same label: no clash.
     last = first[1].position
-    TemplateFactory(dataset=photo_dataset, name="twin", label="lid", points=first[0].points, position=last + 1)
-    TemplateFactory(dataset=photo_dataset, name="same", label="cap", points=first[1].points, position=last + 2)
+    TemplateFactory(
+        dataset=photo_dataset, name="twin", label="lid", points=first[0].points, position=last + 1
+    )
+    TemplateFactory(
+        dataset=photo_dataset, name="same", label="cap", points=first[1].points, position=last + 2
+    )
     job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
     archive = _export(alice_api, job, "voc", tmp_path)
 
@@ -425,7 +429,10 @@ def test_quality_flags_on_empty_whole_image_and_drifted_masks(
     assert len(document["annotations"]) == 3 + 1  # "steady" on 3 images + "drift" on the reference
     assert all(a["flags"] == [] for a in document["annotations"])
     readme = archive.read("README.txt").decode()
-    assert "Flagged annotations left out (8):" in readme and "bottle0.png [drift]: area_drift,centroid_drift" in readme
+    assert (
+        "Flagged annotations left out (8):" in readme
+        and "bottle0.png [drift]: area_drift,centroid_drift" in readme
+    )
     everything = json.loads(_export(alice_api, job, "coco").read("annotations.json"))
     # Without the filter every non-empty mask is there, flags included ("empty" has nothing to export).
     assert len(everything["annotations"]) == 3 * 3
