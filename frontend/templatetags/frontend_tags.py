@@ -38,6 +38,14 @@ def variant_url(variant) -> str:
     return reverse("api-variant-file", args=[variant.id.hex])
 
 
+@register.simple_tag
+def export_formats() -> tuple[str, ...]:
+    """The training export formats of the job page's picker."""
+    from datasets.jobs.exports import EXPORT_FORMATS
+
+    return EXPORT_FORMATS
+
+
 @register.filter
 def variant_mask_url(variant) -> str:
     return reverse("api-variant-mask", args=[variant.id.hex]) if variant.mask_file else ""
