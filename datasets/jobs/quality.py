@@ -68,7 +68,7 @@ def reference_stats(*, job: GenerationJob, specs: Sequence[TemplateSpec], segmen
         if not image_id:
             continue
         key = f"samgen:refmask:{job.id.hex}:{spec.id}:{segmenter.fingerprint}"
-        cached = cache.get(key)
+        cached = _cache_get(key)
         if cached is not None:
             out[spec.id] = MaskStats.from_dict(cached)
             continue
@@ -85,9 +85,24 @@ def reference_stats(*, job: GenerationJob, specs: Sequence[TemplateSpec], segmen
             logger.info("job %s: no reference mask for template %s", job.id, spec.id, exc_info=True)
             continue
         stats = mask_stats(mask.mask)
-        cache.set(key, stats.to_dict(), timeout=_REFERENCE_TTL_S)
+        _cache_set(key, stats.to_dict())
         out[spec.id] = stats
     return out
+
+
+def _cache_get(key: str):
+    try:
+        return cache.get(key)
+    except Exception:  # the cache only saves work: without it the reference mask is recomputed
+        logger.warning("cache unavailable for %s", key, exc_info=True)
+        return None
+
+
+def _cache_set(key: str, value: dict) -> None:
+    try:
+        cache.set(key, value, timeout=_REFERENCE_TTL_S)
+    except Exception:
+        logger.warning("cache unavailable for %s", key, exc_info=True)
 
 
 def annotation_record(
