@@ -5,10 +5,10 @@ Runners call :func:`generate_job` (all of one job's work, in this thread: the in
 Both claim chunks of items through ``datasets.jobs.services`` and commit every image through it; this module
 holds no state transition of its own. Per image: decode once, get the embedding from the shared cache or encode
 it once for all templates, predict each applicable template's mask (class filter), render the edits (stack or
-each; annotate renders nothing and writes only the masks), encode the outputs and their masks, store the files,
-annotate every mask (RLE, box, scores, quality flags: ``datasets.jobs.quality``), then commit (variants, item, counters, ``item``
-event in one transaction fenced on this worker's lease). A failing image fails its item (the reason is kept)
-and the chunk goes on.
+each; annotate renders nothing and writes only the masks), encode the outputs and their masks, annotate every
+mask (RLE, box, scores, quality flags: ``datasets.jobs.quality``; counted in the "encode" stage), store the
+files, then commit (variants, item, counters, ``item`` event in one transaction fenced on this worker's lease).
+A failing image fails its item (the reason is kept) and the chunk goes on.
 
 Overlap: a two-thread pool *prepares* the next image (decode, then its embedding from the cache or the
 encoder) and encodes/stores the current image's outputs, while the worker thread predicts masks, renders edits

@@ -437,3 +437,21 @@ def test_quality_flags_on_empty_whole_image_and_drifted_masks(
     # Without the filter every non-empty mask is there, flags included ("empty" has nothing to export).
     assert len(everything["annotations"]) == 3 * 3
     assert {tuple(a["flags"]) for a in everything["annotations"]} >= {("whole_image",)}
+
+
+def test_a_sam_annotate_job_keeps_the_stability_of_every_mask(
+    alice, alice_api, make_photo_dataset, run_jobs, use_tiny_sam
+):
+    dataset = make_photo_dataset(alice, names=("astronaut", "camera"))
+    add_templates(dataset, 2)
+    segmenter = app_segmenter()
+    before = segmenter.encode_calls
+    job = _run(run_jobs, dataset=dataset, owner=alice, compose="annotate")
+
+    assert segmenter.encode_calls - before == 2 == job.encoder_calls  # one pass per image, two templates
+    for variant in job.variants.all():
+        [annotation] = variant.annotations
+        assert 0.0 <= annotation["stability"] <= 1.0
+        assert variant.stability == pytest.approx(annotation["stability"])
+    document = json.loads(_export(alice_api, job, "coco").read("annotations.json"))
+    assert all(0.0 <= a["stability"] <= 1.0 for a in document["annotations"])
