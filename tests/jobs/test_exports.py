@@ -455,3 +455,22 @@ def test_a_sam_annotate_job_keeps_the_stability_of_every_mask(
         assert variant.stability == pytest.approx(annotation["stability"])
     document = json.loads(_export(alice_api, job, "coco").read("annotations.json"))
     assert all(0.0 <= a["stability"] <= 1.0 for a in document["annotations"])
+
+
+def test_exports_stream_lazily_one_image_at_a_time(alice, photo_dataset, run_jobs, monkeypatch):
+    from datasets.jobs import exports
+
+    add_templates(photo_dataset, 2)
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
+    made: list[str] = []
+    real = exports.voc_png
+    monkeypatch.setattr(
+        exports, "voc_png", lambda image, palette: made.append(image.stem) or real(image, palette)
+    )
+
+    chunks = iter(exports.export_zip(job, "voc"))
+    first = next(chunks)
+    assert made == []  # nothing is rasterised before the stream reaches it
+    archive = zipfile.ZipFile(io.BytesIO(first + b"".join(chunks)))
+    assert made == ["astronaut", "coffee", "camera", "chelsea"]
+    assert archive.testzip() is None and len(archive.namelist()) == 3 + 2 * 4
