@@ -134,9 +134,22 @@ class JobItemAdmin(admin.ModelAdmin):
 class VariantAdmin(FilePreviewAdminMixin, admin.ModelAdmin):
     preview_fields = ("file",)
     download_fields = ("mask_file",)
+    exclude = ("annotations",)  # RLE strings: read them through the exports, not a form
     list_display = ("preview", "image", "job", "template_key", "score", "area", "created")
     list_filter = ("created",)
     search_fields = ("image__filename", "job__id", "template_key")
     raw_id_fields = ("job", "image", "template")
-    readonly_fields = ("id", "preview", "sha256", "score", "area", "width", "height", "created", "updated")
+    readonly_fields = (
+        "id",
+        "preview",
+        "sha256",
+        "score",
+        "stability",
+        "flags",
+        "area",
+        "width",
+        "height",
+        "created",
+        "updated",
+    )
     list_select_related = ("job", "image")

@@ -205,6 +205,17 @@ def item_tiles(job: GenerationJob, items: Iterable[JobItem] | None = None) -> li
     return [{"item": item, "variants": variants.get(item.image_id, [])} for item in items]
 
 
+def review_tiles(tiles: list[dict]) -> list[dict]:
+    """The images with a quality flag (datasets.jobs.quality), in job order: their flagged variants and flags."""
+    review = []
+    for tile in tiles:
+        flagged = [variant for variant in tile["variants"] if variant.flags]
+        if flagged:
+            flags = [flag for variant in flagged for flag in variant.flags]
+            review.append({"item": tile["item"], "variants": flagged, "flags": flags})
+    return review
+
+
 def item_tile(job: GenerationJob, *, index: int) -> dict | None:
     items = list(job_items(job=job).filter(index=index))
     if not items:
@@ -246,6 +257,7 @@ def job_context(job: GenerationJob) -> dict:
     tiles = item_tiles(job)
     failed = [tile["item"] for tile in tiles if tile["item"].status == ItemStatus.FAILED]
     return {
+        "review": review_tiles(tiles),
         "job": job,
         "progress": job_progress(job),
         "tiles": tiles,

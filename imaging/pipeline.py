@@ -69,6 +69,8 @@ class TemplateMask:
     template_id: str
     mask: np.ndarray
     score: float
+    #: The candidate's stability score when the backend has mask logits (SAM), else None.
+    stability: float | None = None
 
 
 @dataclass
@@ -101,7 +103,14 @@ def segment_templates(
         coords, labels = denormalize(template.points, width, height)
         candidates = segmenter.predict(embedding, coords, labels, multimask=True)
         best = max(candidates, key=lambda c: c.score)  # candidates are sorted, but do not rely on it
-        results.append(TemplateMask(template_id=template.id, mask=best.mask, score=float(best.score)))
+        results.append(
+            TemplateMask(
+                template_id=template.id,
+                mask=best.mask,
+                score=float(best.score),
+                stability=getattr(best, "stability", None),
+            )
+        )
     return results
 
 

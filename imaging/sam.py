@@ -370,8 +370,20 @@ class SamSegmenter:
             masks = self.model.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
             masks = (masks > self.model.mask_threshold)[0].cpu().numpy()
             scores = iou[0].float().cpu().numpy()
+            stability = _stability(low_res[0], self.model.mask_threshold)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-        return [MaskCandidate(mask=np.ascontiguousarray(masks[i]), score=float(scores[i])) for i in order]
+        return [
+            MaskCandidate(mask=np.ascontiguousarray(masks[i]), score=float(scores[i]), stability=stability[i])
+            for i in order
+        ]
+
+
+def _stability(low_res: torch.Tensor, threshold: float, offset: float = 1.0) -> list[float]:
+    """Per candidate (``C x h x w`` logits), ``imaging.annotations.stability_score`` on the decoder's 256 x 256
+    logits: the full-size upsampling is not needed for a ratio of areas and would cost far more."""
+    high = (low_res > threshold + offset).flatten(1).sum(dim=1)
+    low = (low_res > threshold - offset).flatten(1).sum(dim=1)
+    return [float(h) / float(u) if int(u) else 0.0 for h, u in zip(high.tolist(), low.tolist(), strict=True)]
 
 
 def save_state_dict(state_dict: Mapping[str, Any], path: str | Path) -> Path:

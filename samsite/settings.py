@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from samsite.env import env_bool, env_choice, env_int, env_list, env_str, parse_database_url
+from samsite.env import env_bool, env_choice, env_float, env_int, env_list, env_str, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var")
@@ -162,6 +162,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE") or "samgen"
 #: torch intra-op threads of each worker process (several processes on one machine share its cores).
 WORKER_TORCH_THREADS = env_int("WORKER_TORCH_THREADS", 1, minimum=1)
+
+#: Quality flags of annotations (datasets.jobs.quality): a mask covering more than this fraction of its image,
+#: an area this many times smaller or larger than on the template's reference image (relative to the image's
+#: area), or a centroid this far (normalised coordinates) from the reference mask's is flagged for review.
+QUALITY_MAX_AREA_FRACTION = env_float("QUALITY_MAX_AREA_FRACTION", 0.9, minimum=0.0, maximum=1.0)
+QUALITY_AREA_DRIFT_RATIO = env_float("QUALITY_AREA_DRIFT_RATIO", 4.0, minimum=1.0)
+QUALITY_CENTROID_DRIFT = env_float("QUALITY_CENTROID_DRIFT", 0.25, minimum=0.0)
 
 # --- Live events (django-eventstream) ------------------------------------------------------------------
 EVENTSTREAM_STORAGE_CLASS = "datasets.jobs.events.JobEventStorage"

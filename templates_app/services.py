@@ -2,7 +2,7 @@
 
 Errors are ServiceError with a stable code and the offending input: ``no_points``, ``invalid_points`` (with
 ``index`` of the bad point when there is one), ``invalid_class``, ``invalid_edits`` (with ``field``),
-``invalid_reference_image``, ``invalid_name``.
+``invalid_reference_image``, ``invalid_name``, ``invalid_label``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from imaging.edits import Edits
 from samsite.errors import ServiceError
 from templates_app.models import Template
 
-TEMPLATE_FIELDS = frozenset({"name", "points", "image_class", "reference_image", "default_edits"})
+TEMPLATE_FIELDS = frozenset({"name", "label", "points", "image_class", "reference_image", "default_edits"})
+LABEL_MAX_LENGTH = 200
 
 
 def _clean_class(value: object) -> str:
@@ -51,6 +52,17 @@ def _edits_json(raw: object) -> dict:
     return {name: value for name, value in edits.to_dict().items() if value != neutral[name]}
 
 
+def _clean_label(value: object) -> str:
+    """A category label: trimmed, control characters removed, at most 200 characters; blank (or None) means
+    "the template's name" and is stored as ""."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    try:
+        return clean_display_name(value, field="label", max_length=LABEL_MAX_LENGTH)
+    except ServiceError as exc:
+        raise ServiceError("invalid_label", exc.message, field="label") from None
+
+
 def _default_name(dataset: Dataset) -> str:
     taken = set(dataset.templates.values_list("name", flat=True))
     number = len(taken) + 1
@@ -67,17 +79,20 @@ def template_create(
     image_class: str = "",
     reference_image: DatasetImage | None = None,
     default_edits: Mapping[str, Any] | None = None,
+    label: str | None = "",
 ) -> Template:
     """Save a template at the end of the dataset's save order.
 
     ``points`` are normalised ``[{x_norm, y_norm, positive?}]`` (at least one positive); a blank ``name``
     becomes "Template N"; ``image_class`` is "", "pass" or "fail"; ``reference_image`` must belong to
-    ``dataset``; ``default_edits`` follow the imaging ``Edits`` rules (unknown keys refused).
+    ``dataset``; ``default_edits`` follow the imaging ``Edits`` rules (unknown keys refused); ``label`` is
+    the category name in exports (blank: the name; several templates may share one).
     """
     parsed = points_to_json(points_from_input(points))
     image_class = _clean_class(image_class)
     reference_image = _clean_reference(dataset, reference_image)
     edits = _edits_json(default_edits)
+    clean_label = _clean_label(label)
     with transaction.atomic():
         dataset_lock(dataset=dataset)
         clean_name = clean_display_name(name) if (name or "").strip() else _default_name(dataset)
@@ -85,6 +100,7 @@ def template_create(
         template = Template(
             dataset=dataset,
             name=clean_name,
+            label=clean_label,
             points=parsed,
             image_class=image_class,
             reference_image=reference_image,
@@ -96,8 +112,8 @@ def template_create(
 
 
 def template_update(*, template: Template, **changes: Any) -> Template:
-    """Change any of name, points, image_class, reference_image, default_edits (same rules as create;
-    a blank name is refused). Unknown keys are a programming error (TypeError)."""
+    """Change any of name, label, points, image_class, reference_image, default_edits (same rules as create;
+    a blank name is refused, a blank label means the name). Unknown keys are a programming error (TypeError)."""
     unknown = set(changes) - TEMPLATE_FIELDS
     if unknown:
         raise TypeError(f"template_update() got unexpected fields: {', '.join(sorted(unknown))}")
@@ -105,6 +121,9 @@ def template_update(*, template: Template, **changes: Any) -> Template:
     if "name" in changes:
         template.name = clean_display_name(changes["name"])
         update_fields.append("name")
+    if "label" in changes:
+        template.label = _clean_label(changes["label"])
+        update_fields.append("label")
     if "points" in changes:
         template.points = points_to_json(points_from_input(changes["points"]))
         update_fields.append("points")

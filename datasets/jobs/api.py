@@ -27,6 +27,7 @@ from datasets.jobs.events import (
     too_many_streams_response,
     with_stream_slot,
 )
+from datasets.jobs.exports import EXPORT_FORMATS, ExportError, export_response
 from datasets.jobs.serializers import (
     JobCreateSerializer,
     JobDetailSerializer,
@@ -222,6 +223,10 @@ class VariantFileApi(_BinaryApi):
     )
     def get(self, request: Request, variant_id: str):
         variant = variant_get_for_user(user=request.user, variant_id=variant_id)
+        if not variant.file:
+            raise ApiError(
+                "not_found", "this annotation has no image (annotate job): see its mask", status_code=404
+            )
         return variant_file_response(request, variant)
 
 
@@ -249,6 +254,52 @@ class JobDownloadApi(_BinaryApi):
     def get(self, request: Request, job_id: str):
         job = job_get_for_user(user=request.user, job_id=job_id)
         return job_zip_response(request, job)
+
+
+class JobExportApi(_BinaryApi):
+    @extend_schema(
+        parameters=[
+            _JOB_ID,
+            OpenApiParameter(
+                "format", OpenApiTypes.STR, required=True, enum=list(EXPORT_FORMATS), description="Layout."
+            ),
+            OpenApiParameter(
+                "exclude_flagged",
+                OpenApiTypes.BOOL,
+                description="1: leave out annotations with a quality flag (and images left with none).",
+            ),
+        ],
+        responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, "the export archive")},
+        description="The job's masks as a training dataset, streamed as a ZIP (no Content-Length). Images: "
+        "the stacked variants (stack), every variant (each) or the originals (annotate). Categories are the "
+        "dataset's template labels, ids from 1 in save order, listed in every export. "
+        "`coco`: annotations.json (COCO instance segmentation, compressed RLE from pycocotools, area, bbox, "
+        "iscrowd 0, score, stability, flags) + images/. "
+        "`yolo`: Ultralytics segmentation: images/, labels/<stem>.txt (`<class> x1 y1 ... xn yn` per polygon, "
+        "normalised, holes bridged, class = id - 1), data.yaml. "
+        "`voc`: JPEGImages/ (the images), SegmentationClass/<stem>.png (palette, 0 background, id per "
+        "label, 255 where different labels overlap), ImageSets/Segmentation/default.txt, labelmap.txt. "
+        "`masks`: masks/<stem>__<template>.png, one 0/255 PNG per (image, template). "
+        "Every archive has a README.txt listing the categories, the failed images left out and the flagged "
+        "annotations left out.",
+    )
+    def get(self, request: Request, job_id: str):
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        fmt = request.query_params.get("format", "")
+        if fmt not in EXPORT_FORMATS:
+            raise ApiError(
+                "invalid_format",
+                f"format must be one of {', '.join(EXPORT_FORMATS)}",
+                field="format",
+                choices=list(EXPORT_FORMATS),
+            )
+        flag = request.query_params.get("exclude_flagged", "0").strip().lower()
+        if flag not in ("", "0", "1", "true", "false"):
+            raise ApiError("invalid_filter", "exclude_flagged must be 0 or 1", field="exclude_flagged")
+        try:
+            return export_response(request, job, fmt, exclude_flagged=flag in ("1", "true"))
+        except ExportError as exc:
+            raise ApiError(exc.code, str(exc), field="format") from None
 
 
 class JobEventsApi(_BinaryApi):

@@ -8,9 +8,12 @@ before sending the first byte.
 
 Entry names: ``<image stem>.<ext>`` (stack) or ``<image stem>__<template name>.<ext>`` (each), sanitised and
 made unique (``-2``, ``-3``... on collisions, compared case-insensitively); ``masks/<same name>.png`` when the
-job exports masks (the masks are always stored, ``export_mask`` decides what the ZIP carries); and
+job exports masks (the masks are always stored, ``export_mask`` decides what the ZIP carries; an annotate job's
+variants have no image, so their masks are always in, and their manifest ``file`` is null); and
 ``manifest.json`` with the job's parameters, its segmenter, the template snapshot, and per variant the image,
-template(s), score, area, size and the sha256 of the file.
+template(s), score, area, size, the sha256 of the file, stability and quality flags.
+
+Training-ready exports (COCO, YOLO, VOC, masks) are built in ``datasets.jobs.exports`` with the same helpers.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def sanitize_name(name: str, fallback: str = "file") -> str:
 
 def _variant_base_name(image_filename: str, variant: Variant, job: GenerationJob) -> str:
     stem = sanitize_name(PurePosixPath(image_filename).stem, "image")
-    if job.compose == ComposeMode.EACH and variant.template_key != STACK_TEMPLATE_KEY:
+    if job.compose in (ComposeMode.EACH, ComposeMode.ANNOTATE) and variant.template_key != STACK_TEMPLATE_KEY:
         template_name = variant.template_names[0] if variant.template_names else variant.template_key
         return f"{stem}__{sanitize_name(template_name, 'template')}"
     return stem
@@ -139,8 +142,11 @@ def job_zip(job: GenerationJob) -> ZipStream:
     mask_entries: list[ZipEntry] = []
     manifest_variants = []
     for variant in variants:
-        arcname = _unique(_variant_base_name(variant.image.filename, variant, job), ext, taken)
-        entries.append(ZipEntry(arcname, variant.file.name, default_storage.size(variant.file.name)))
+        base = _variant_base_name(variant.image.filename, variant, job)
+        arcname = None
+        if variant.file:
+            arcname = _unique(base, ext, taken)
+            entries.append(ZipEntry(arcname, variant.file.name, default_storage.size(variant.file.name)))
         record = {
             "file": arcname,
             "image": variant.image.filename,
@@ -152,9 +158,14 @@ def job_zip(job: GenerationJob) -> ZipStream:
             "width": variant.width,
             "height": variant.height,
             "sha256": variant.sha256,
+            "stability": variant.stability,
+            "flags": list(variant.flags or []),
         }
-        if job.export_mask and variant.mask_file:
-            mask_name = f"masks/{arcname.rsplit('.', 1)[0]}.png"
+        if variant.mask_file and (job.export_mask or not variant.file):
+            if arcname is not None:
+                mask_name = f"masks/{arcname.rsplit('.', 1)[0]}.png"
+            else:
+                mask_name = _unique(f"masks/{base}", "png", taken)
             mask_entries.append(
                 ZipEntry(mask_name, variant.mask_file.name, default_storage.size(variant.mask_file.name))
             )

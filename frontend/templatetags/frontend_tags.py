@@ -32,7 +32,18 @@ def display_url(image) -> str:
 
 @register.filter
 def variant_url(variant) -> str:
+    """The edited image; for an annotation (annotate jobs: no image), the original, shown under its mask."""
+    if not variant.file:
+        return display_url(variant.image)
     return reverse("api-variant-file", args=[variant.id.hex])
+
+
+@register.simple_tag
+def export_formats() -> tuple[str, ...]:
+    """The training export formats of the job page's picker."""
+    from datasets.jobs.exports import EXPORT_FORMATS
+
+    return EXPORT_FORMATS
 
 
 @register.filter

@@ -366,7 +366,8 @@ def test_generate_creates_a_job_and_the_job_page_shows_it(
     body = alice_client.get(response["Location"]).content.decode()
     assert "3 / 3" in body and "status-succeeded" in body
     assert body.count('class="item-tile item-succeeded"') == 3
-    assert body.count("data-lightbox") == 3
+    # One per tile, plus one per flagged variant in "Needs review".
+    assert body.count("data-lightbox") == 3 + job.variants.exclude(flags=[]).count()
     assert reverse("api-job-download", args=[job.public_id]) in body
     assert "sse-connect" not in body  # finished: nothing to listen to
     assert (
@@ -437,3 +438,34 @@ def test_tiff_references_are_served_as_png_for_the_canvas(alice_client, alice_da
     response = alice_client.get(display)
     assert response["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(response.content)).size == (image.width, image.height)
+
+
+def test_annotate_from_the_ui_then_review_and_export_from_the_job_page(
+    alice_client, bob, client, alice_dataset, alice_template, settings, django_capture_on_commit_callbacks
+):
+    settings.QUALITY_MAX_AREA_FRACTION = 0.0  # every non-empty mask "covers most of the image": all flagged
+    generate = alice_client.get(reverse("ui-generate", args=[alice_dataset.public_id])).content.decode()
+    assert 'value="annotate"' in generate and "Annotate only" in generate
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(
+            reverse("ui-generate", args=[alice_dataset.public_id]),
+            {"compose": "annotate", "output_format": "png"},
+        )
+    job = GenerationJob.objects.get(dataset=alice_dataset)
+    assert job.compose == "annotate" and job.status == JobStatus.SUCCEEDED
+    assert not job.variants.exclude(file="").exists()
+
+    body = alice_client.get(response["Location"]).content.decode()
+    export_url = reverse("api-job-export", args=[job.public_id])
+    assert f'action="{export_url}"' in body and '<option value="yolo">' in body
+    assert 'name="exclude_flagged"' in body
+    # Tiles show the original image under its mask: an annotation has no image file of its own.
+    assert reverse("api-variant-file", args=[job.variants.first().id.hex]) not in body
+    flagged = job.variants.exclude(flags=[]).count()
+    assert flagged == 3 and f"Needs review ({flagged})" in body
+    assert body.index('id="needs-review"') < body.index('id="job-grid"')
+    assert "covers" in body and "of the image" in body
+
+    client.force_login(bob)
+    assert client.get(response["Location"]).status_code == 404
+    assert client.get(f"{export_url}?format=coco").status_code == 404
