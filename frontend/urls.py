@@ -62,4 +62,5 @@ urlpatterns = [
     path("jobs/<str:job_id>/cancel/", views.job_cancel_view, name="ui-job-cancel"),
     path("jobs/<str:job_id>/retry/", views.job_retry_view, name="ui-job-retry"),
     path("jobs/<str:job_id>/events/", views.job_events, name="ui-job-events"),
+    path("variants/<str:variant_id>/thumbnail/", views.variant_thumbnail, name="ui-variant-thumbnail"),
 ]

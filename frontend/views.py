@@ -29,11 +29,13 @@ from datasets.selectors import (
     image_list_for_dataset,
     job_get_for_user,
     job_list_for_user,
+    variant_get_for_user,
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class, images_upload
 from datasets.services.jobs import job_cancel, job_create, job_retry_failed
 from datasets.services.previews import edit_preview, segment_preview
+from datasets.services.thumbnails import thumbnail_read, variant_thumbnail_ensure
 from frontend import presenters
 from frontend.forms import (
     DatasetNameForm,
@@ -556,3 +558,25 @@ def job_events(request, job_id):
     """
     job = job_get_for_user(user=request.user, job_id=job_id)
     return eventstream_events(request, channels=[job_page_channel(job.id)])
+
+
+@login_required
+@require_GET
+def variant_thumbnail(request, variant_id):
+    """The job page's tile image: a 320 px thumbnail of the variant (made once, then read from storage).
+
+    Ownership as for the full file (another user's variant is a 404). The name carries the content hash, so
+    the browser may keep it for good.
+    """
+    variant = variant_get_for_user(user=request.user, variant_id=variant_id)
+    try:
+        thumbnail = variant_thumbnail_ensure(variant=variant)
+        data = thumbnail_read(thumbnail=thumbnail)
+    except (ImagingError, OSError) as exc:
+        logger.warning("no thumbnail for variant %s: %s", variant.id, exc)
+        return JsonResponse(
+            {"error": "thumbnail_unavailable", "detail": "the variant's file could not be read"}, status=404
+        )
+    response = HttpResponse(data, content_type=thumbnail.content_type)
+    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response

@@ -36,6 +36,12 @@ def variant_url(variant) -> str:
 
 
 @register.filter
+def variant_thumb_url(variant) -> str:
+    """The variant's 320 px thumbnail (tiles); the full file is only for the lightbox and the download."""
+    return reverse("ui-variant-thumbnail", args=[variant.id.hex])
+
+
+@register.filter
 def variant_mask_url(variant) -> str:
     return reverse("api-variant-mask", args=[variant.id.hex]) if variant.mask_file else ""
 
