@@ -35,7 +35,9 @@ def _templates():
     point = (Point(0.5, 0.5, True),)
     return [
         TemplateSpec(id="a", name="A", points=point, edits=Edits(brightness=0.2, noise=0.05), order=0),
-        TemplateSpec(id="b", name="B", points=point, edits=Edits(contrast=0.3, hue=90, saturation=1), order=1),
+        TemplateSpec(
+            id="b", name="B", points=point, edits=Edits(contrast=0.3, hue=90, saturation=1), order=1
+        ),
     ]
 
 
@@ -61,7 +63,9 @@ def test_a_grayscale_upload_gives_single_channel_variants(gray_upload, compose, 
             # No one-channel WebP exists: flat chroma, so the channels agree to the YUV rounding (1 level).
             assert decoded.format == "WEBP"
             rgb = np.asarray(decoded.convert("RGB")).astype(np.int16)
-            assert np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 1 and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= 1
+            assert (
+                np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 1 and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= 1
+            )
         if fmt == "png":
             assert np.array_equal(np.asarray(decoded), variant.rgb)  # lossless, byte for byte
 
