@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dataset_list, name="dataset-list"),
+    path("help/segmenter/", views.segmenter_help, name="ui-help-segmenter"),
     path("datasets/new/", views.dataset_new, name="ui-dataset-new"),
     path("datasets/<str:dataset_id>/", views.dataset_home, name="ui-dataset"),
     path("datasets/<str:dataset_id>/rename/", views.dataset_rename_view, name="ui-dataset-rename"),
@@ -51,6 +52,11 @@ urlpatterns = [
     # step 3
     path("datasets/<str:dataset_id>/generate/", views.dataset_generate, name="ui-generate"),
     path("datasets/<str:dataset_id>/preview/", views.preview_view, name="ui-preview"),
+    path(
+        "datasets/<str:dataset_id>/generate/settings/",
+        views.generate_settings_view,
+        name="ui-generate-settings",
+    ),
     path(
         "datasets/<str:dataset_id>/templates/<str:template_id>/edits/",
         views.template_edits_view,

@@ -47,6 +47,22 @@ def variant_mask_url(variant) -> str:
 
 
 @register.filter
+def segmenter_name(stored) -> str:
+    """ "sam:vit_b:<fingerprint>" -> "SAM ViT-B", "classical:-:classical-v1" -> "classical"."""
+    from frontend.presenters import segmenter_label
+
+    return segmenter_label(str(stored or ""))
+
+
+@register.filter
+def zip_name(job) -> str:
+    """The job ZIP's file name: ``<dataset-slug>-<job-short-id>.zip`` ("holiday-photos-1a2b3c4d.zip")."""
+    from django.utils.text import slugify
+
+    return f"{slugify(job.dataset.name)[:60].strip('-') or 'dataset'}-{job.id.hex[:8]}.zip"
+
+
+@register.filter
 def seconds(value) -> str:
     """A duration in seconds as "850 ms", "12.3 s", "4 min 05 s" or "1 h 02 min"."""
     if value is None:
