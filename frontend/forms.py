@@ -86,6 +86,7 @@ def edit_rows(template_hex: str, edits: Mapping | None, *, grayscale: bool = Fal
                 "value": f"{value:g}",
                 "neutral": f"{neutral:g}",
                 "neutral_pct": round(100 * (neutral - low) / (high - low), 2),
+                "neutral_at": "min" if neutral == low else ("max" if neutral == high else "mid"),
                 "changed": value != neutral,
                 "hint": EDIT_HINTS[field],
                 "disabled": grayscale and field in COLOUR_ONLY,

@@ -109,6 +109,8 @@ def test_sliders_show_min_neutral_max_and_errors_are_tied_to_their_box(
     assert f'<span class="field-error" id="{box}-error" role="alert"></span>' in body
     scale = re.search(rf'<div class="scale" id="{box}-scale"[^>]*>(.*?)</div>', body).group(1)
     assert '<span class="min">-0.9</span>' in scale and '<span class="neutral"' in scale
+    noise = re.search(rf'id="e-{alice_template.public_id}-noise-scale"[^>]*>(.*?)</div>', body).group(1)
+    assert '<span class="min neutral-end">0</span>' in noise and 'class="neutral"' not in noise
     assert '<span class="max">2</span>' in scale
     assert 'style="' not in body  # CSP: no inline styles
 
