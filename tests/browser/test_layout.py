@@ -59,6 +59,31 @@ COVERED_CONTROLS = """() => {
   window.scrollTo(0, 0);
   return bad;
 }"""
+# WCAG 2 contrast of each matching element's text against the first opaque background behind it.
+CONTRAST = """(selectors) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const out = [];
+  for (const sel of selectors) {
+    for (const el of document.querySelectorAll(sel)) {
+      if (!el.getClientRects().length) continue;
+      const style = getComputedStyle(el);
+      let node = el, bg = null;
+      while (node && node.nodeType === 1) {
+        const c = rgb(getComputedStyle(node).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] > 0.95)) { bg = c.slice(0, 3); break; }
+        node = node.parentElement;
+      }
+      const fg = lum(rgb(style.color).slice(0, 3)), back = lum(bg || [255, 255, 255]);
+      const ratio = (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05);
+      out.push({sel, text: el.textContent.trim().slice(0, 20), ratio, size: parseFloat(style.fontSize)});
+    }
+  }
+  return out;
+}"""
 SAVE_AT_CENTRE = """() => {
   const b = document.querySelector('#save-template');
   b.scrollIntoView({block: 'center'});
@@ -165,6 +190,8 @@ def test_every_page_fits_and_nothing_covers_a_control(live_asgi, page, shoot, al
             assert bar["x"] <= 0 and bar["width"] >= width - 1
             user = page.locator(".topbar .user").bounding_box()
             assert user["y"] + user["height"] <= bar["y"] + bar["height"]
+        if width == 1440:
+            _check_contrast(page, live_asgi, dataset, job)
         # Templates: the strip scrolls in its own box, the canvas sits in its column, Save is clickable.
         page.goto(_pages(live_asgi, dataset, job)[2][1])
         _settle(page, "templates")
@@ -190,6 +217,31 @@ def test_every_page_fits_and_nothing_covers_a_control(live_asgi, page, shoot, al
         page.get_by_label("Name", exact=True).fill(f"At {width}")
         page.locator("#save-template").click()
         expect(page.locator(".messages")).to_contain_text(f"Saved template “At {width}”")
+
+
+def _check_contrast(page, server, dataset, job) -> None:
+    """Text meets WCAG AA (4.5:1) on the pressed filter, the active step tab, status chips and badges, and
+    badges and chips are at least 12 px."""
+    checked = []
+    for url in (server(f"/datasets/{dataset.public_id}/templates/"), server(f"/jobs/{job.public_id}/")):
+        page.goto(url)
+        checked += page.evaluate(
+            CONTRAST,
+            [
+                ".filter [aria-pressed=true]",
+                ".filter [aria-current=true]",
+                ".steps a[aria-current=page]",
+                ".status",
+                ".badge",
+                ".muted",
+                "a.button.primary",
+            ],
+        )
+    assert {c["sel"] for c in checked} >= {".status", ".badge", ".steps a[aria-current=page]"}
+    low = [c for c in checked if c["ratio"] < 4.5]
+    assert not low, low[:5]
+    small = [c for c in checked if c["sel"] in (".status", ".badge") and c["size"] < 12]
+    assert not small, small[:5]
 
 
 @pytest.mark.parametrize("debug", [True, False], ids=["debug-on", "debug-off"])
@@ -259,6 +311,7 @@ def test_job_page_transfers_thumbnails_only(live_asgi, page, alice, big_dataset)
     page.wait_for_function(
         "[...document.querySelectorAll('#job-grid img')].every(i => i.complete && i.naturalWidth > 0)"
     )
+    page.wait_for_load_state("networkidle")  # every requestfinished event has been delivered
     thumbs = {u: n for u, n in transferred.items() if "/thumbnail/" in u and "/variants/" in u}
     assert len(thumbs) == len(variants)
     assert not [u for u in transferred if "/api/variants/" in u], "a tile loaded a full-size variant"
