@@ -460,7 +460,13 @@
     });
     // The canvas takes its column's width (and follows it: window resize, phone rotation, layout changes).
     if (window.ResizeObserver) {
-      new ResizeObserver(function () { fit(); draw(); }).observe(wrap);
+      let lastWidth = 0;
+      new ResizeObserver(function () {
+        // Only the width decides the canvas size; its own height change must not loop back here.
+        if (wrap.clientWidth === lastWidth) return;
+        lastWidth = wrap.clientWidth;
+        requestAnimationFrame(function () { fit(); draw(); drawCandidates(); });
+      }).observe(wrap);
     } else {
       window.addEventListener("resize", function () { fit(); draw(); drawCandidates(); });
     }
