@@ -106,6 +106,17 @@ class GenerationJobAdmin(admin.ModelAdmin):
     )
     inlines = [JobItemInline]
 
+    def has_add_permission(self, request):
+        # Jobs are made by the app (pages, API, CLI, seed API) from a dataset's templates, never by hand.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # A finished job is a record of what ran: read-only. A queued or running one may still be edited
+        # (e.g. cancel_requested) by staff who have the permission.
+        if obj is not None and obj.is_terminal:
+            return False
+        return super().has_change_permission(request, obj)
+
     @admin.display(description="job")
     def short_id(self, obj):
         return obj.id.hex[:8]
@@ -128,6 +139,9 @@ class JobItemAdmin(admin.ModelAdmin):
     raw_id_fields = ("job", "image")
     readonly_fields = ("id", "created", "updated")
     list_select_related = ("job", "image")
+
+    def has_add_permission(self, request):
+        return False  # items are made with their job
 
 
 @admin.register(Variant)
@@ -153,3 +167,6 @@ class VariantAdmin(FilePreviewAdminMixin, admin.ModelAdmin):
         "updated",
     )
     list_select_related = ("job", "image")
+
+    def has_add_permission(self, request):
+        return False  # variants are made by the job runner

@@ -247,7 +247,9 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", *, quality: int = 92) -> byt
     """Encode an RGB ``uint8`` image as ``png``, ``jpeg`` (alias ``jpg``) or ``webp``.
 
     PNG is lossless (decodes back byte-identical) with a fast zlib level; ``quality`` (1..100) applies to JPEG
-    and WebP. A 2-D array is encoded as a single-channel grayscale image.
+    and WebP. A 2-D array (a grayscale image) is written as a single-channel PNG or JPEG; WebP has no
+    one-channel layout, so it is written with three equal channels (its chroma planes are flat and cost
+    next to nothing).
     """
     key = _normalise_format(fmt)
     arr = _check_rgb(rgb)

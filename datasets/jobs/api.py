@@ -57,6 +57,7 @@ _VARIANT_ID = OpenApiParameter(
 )
 
 
+@extend_schema(tags=["jobs"])
 class DatasetJobListCreateApi(generics.ListAPIView):
     """GET: the dataset's jobs, newest first. POST: start a job over every image of the dataset."""
 
@@ -113,6 +114,7 @@ def _dataset_template(dataset, template_id: str, index: int):
     return template
 
 
+@extend_schema(tags=["jobs"])
 class JobListApi(generics.ListAPIView):
     """The user's job history across datasets, newest first."""
 
@@ -122,6 +124,7 @@ class JobListApi(generics.ListAPIView):
         return job_list_for_user(user=self.request.user)
 
 
+@extend_schema(tags=["jobs"])
 class JobDetailApi(generics.RetrieveAPIView):
     """Status, counters, per-stage timings, encoder calls, cache hits, errors, template snapshot and the
     ``last_event_id`` to resume the event stream from."""
@@ -136,6 +139,7 @@ class JobDetailApi(generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
 
+@extend_schema(tags=["jobs"])
 class JobCancelApi(APIView):
     @extend_schema(
         parameters=[_JOB_ID],
@@ -148,6 +152,7 @@ class JobCancelApi(APIView):
         return Response(JobDetailSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(tags=["jobs"])
 class JobRetryApi(APIView):
     @extend_schema(
         parameters=[_JOB_ID],
@@ -161,6 +166,7 @@ class JobRetryApi(APIView):
         return Response(JobDetailSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(tags=["jobs"])
 class JobItemListApi(generics.ListAPIView):
     """Per-image status of a job, in upload order."""
 
@@ -174,6 +180,7 @@ class JobItemListApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
+@extend_schema(tags=["jobs"])
 class JobVariantListApi(generics.ListAPIView):
     serializer_class = VariantSerializer
 
@@ -216,6 +223,7 @@ class _BinaryApi(APIView):
         return JSONRenderer(), JSONRenderer.media_type
 
 
+@extend_schema(tags=["jobs"])
 class VariantFileApi(_BinaryApi):
     @extend_schema(
         parameters=[_VARIANT_ID],
@@ -230,6 +238,7 @@ class VariantFileApi(_BinaryApi):
         return variant_file_response(request, variant)
 
 
+@extend_schema(tags=["jobs"])
 class VariantMaskApi(_BinaryApi):
     @extend_schema(
         parameters=[_VARIANT_ID],
@@ -242,6 +251,7 @@ class VariantMaskApi(_BinaryApi):
         return variant_file_response(request, variant, mask=True)
 
 
+@extend_schema(tags=["jobs"])
 class JobDownloadApi(_BinaryApi):
     @extend_schema(
         parameters=[_JOB_ID],
@@ -256,6 +266,7 @@ class JobDownloadApi(_BinaryApi):
         return job_zip_response(request, job)
 
 
+@extend_schema(tags=["jobs"])
 class JobExportApi(_BinaryApi):
     @extend_schema(
         parameters=[
@@ -302,6 +313,7 @@ class JobExportApi(_BinaryApi):
             raise ApiError(exc.code, str(exc), field="format") from None
 
 
+@extend_schema(tags=["jobs"])
 class JobEventsApi(_BinaryApi):
     @extend_schema(
         parameters=[

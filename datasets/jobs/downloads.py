@@ -228,8 +228,15 @@ def job_manifest(job: GenerationJob, variants: list[dict]) -> dict:
     }
 
 
+def job_file_stem(job: GenerationJob) -> str:
+    """``<dataset-slug>-<job short id>``: the name of the job's downloads ("holiday-photos-1a2b3c4d")."""
+    from django.utils.text import slugify
+
+    return f"{slugify(job.dataset.name)[:60].strip('-') or 'dataset'}-{job.id.hex[:8]}"
+
+
 def job_zip_filename(job: GenerationJob) -> str:
-    return f"{sanitize_name(job.dataset.name, 'dataset')}-{job.id.hex[:8]}.zip"
+    return f"{job_file_stem(job)}.zip"
 
 
 def job_zip_response(request: HttpRequest, job: GenerationJob) -> StreamingHttpResponse:

@@ -47,7 +47,14 @@ from django.utils import timezone
 from PIL import Image
 from zipstream import ZIP_STORED, ZipStream
 
-from datasets.jobs.downloads import _unique, _variant_base_name, file_chunks, sanitize_name, stream_response
+from datasets.jobs.downloads import (
+    _unique,
+    _variant_base_name,
+    file_chunks,
+    job_file_stem,
+    sanitize_name,
+    stream_response,
+)
 from datasets.models import ComposeMode, GenerationJob, ItemStatus
 from imaging.annotations import rle_decode, yolo_lines
 from imaging.codecs import FORMAT_EXTENSIONS, encode_mask_png
@@ -377,7 +384,7 @@ def export_zip(job: GenerationJob, fmt: str, *, exclude_flagged: bool = False) -
 
 
 def export_filename(job: GenerationJob, fmt: str) -> str:
-    return f"{sanitize_name(job.dataset.name, 'dataset')}-{job.id.hex[:8]}-{fmt}.zip"
+    return f"{job_file_stem(job)}-{fmt}.zip"
 
 
 def export_response(

@@ -11,6 +11,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from datasets.models import Dataset, DatasetImage, Variant
+from datasets.services.thumbnails import variant_thumbnail_names
 from samsite.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ def dataset_delete(*, dataset: Dataset) -> None:
         names = [
             *_field_names(DatasetImage.objects.filter(dataset=dataset).values_list("file", "thumbnail")),
             *_field_names(Variant.objects.filter(job__dataset=dataset).values_list("file", "mask_file")),
+            *variant_thumbnail_names(
+                Variant.objects.filter(job__dataset=dataset).values_list("file", "sha256")
+            ),
         ]
         dataset.delete()
         transaction.on_commit(lambda: delete_stored_files(names))

@@ -42,6 +42,7 @@ from django.db.models import Max
 
 from datasets.models import Dataset, DatasetImage, ImageClass, Variant
 from datasets.services.datasets import dataset_lock, delete_stored_files
+from datasets.services.thumbnails import variant_thumbnail_names
 from imaging.codecs import decode_image, encode_thumbnail_png, is_image_filename, sha256_hex
 from imaging.errors import ImageDecodeError
 from imaging.pipeline import classify_filename
@@ -484,5 +485,6 @@ def image_delete(*, image: DatasetImage) -> None:
         names = [image.file.name, image.thumbnail.name]
         for file_name, mask_name in Variant.objects.filter(image=image).values_list("file", "mask_file"):
             names += [file_name, mask_name]
+        names += variant_thumbnail_names(Variant.objects.filter(image=image).values_list("file", "sha256"))
         image.delete()
         transaction.on_commit(lambda: delete_stored_files([name for name in names if name]))
