@@ -17,6 +17,7 @@ from django.utils import timezone
 from PIL import Image
 
 from datasets.image_io import decode_stored_image
+from datasets.jobs.services import job_queue_position
 from datasets.models import Dataset, DatasetImage, GenerationJob, ItemStatus, JobItem, JobStatus
 from datasets.selectors import job_items, variant_list_for_job
 from datasets.services.previews import segment_preview
@@ -339,6 +340,7 @@ def job_progress(job: GenerationJob) -> dict:
         "remaining_s": remaining_s,
         "elapsed_s": elapsed_s,
         "active": job.status in ACTIVE_STATUSES,
+        "queue_position": job_queue_position(job),
     }
 
 

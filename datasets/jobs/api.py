@@ -63,6 +63,10 @@ class DatasetJobListCreateApi(generics.ListAPIView):
 
     serializer_class = JobSerializer
 
+    def get_serializer_class(self):
+        # The browsable API renders its POST form from this: the fields a client may send.
+        return JobCreateSerializer if self.request.method == "POST" else JobSerializer
+
     def get_queryset(self):
         dataset = dataset_get_for_user(user=self.request.user, dataset_id=self.kwargs["dataset_id"])
         return job_list_for_user(user=self.request.user, dataset=dataset)
