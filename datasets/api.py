@@ -49,7 +49,7 @@ from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.pipeline import TemplateSpec
 from samsite.errors import ServiceError
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
-from templates_app.services import edits_from_input, points_from_input
+from templates_app.services import check_templates_per_preview, edits_from_input, points_from_input
 from templates_app.specs import spec_for_template
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
@@ -241,6 +241,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
                 "invalid_template", "templates must be a list of {id, edits}", field="templates"
             )
         else:
+            check_templates_per_preview(len(items))
             specs = []
             for index, item in enumerate(items):
                 template_id = item.get("id") or item.get("template_id") if isinstance(item, dict) else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
@@ -36,7 +37,8 @@ def points_from_input(
     (``units="px"``, with the image's ``width``/``height``). Values out of range are refused, never clamped.
 
     Raises ServiceError ``no_points`` (missing or empty), ``invalid_points`` (not a list, a bad point with its
-    ``index``, unknown units, or no positive point when ``require_positive``).
+    ``index``, unknown units, or no positive point when ``require_positive``), ``too_many_points`` (more than
+    MAX_POINTS_PER_PROMPT).
     """
     if raw is None or (isinstance(raw, list | tuple) and not raw):
         raise ServiceError("no_points", "at least one point is required", field="points")
@@ -44,6 +46,7 @@ def points_from_input(
         raise ServiceError("invalid_points", "points must be a list of points", field="points")
     if units not in ("norm", "px"):
         raise ServiceError("invalid_points", "units must be 'norm' or 'px'", field="units")
+    check_points_limit(len(raw))
     try:
         points = parse_points(list(raw), units=units, width=width, height=height)
     except PointValidationError as exc:
@@ -51,6 +54,32 @@ def points_from_input(
     if require_positive and not any(point.positive for point in points):
         raise ServiceError("invalid_points", "at least one positive point is required", field="points")
     return points
+
+
+def check_points_limit(count: int) -> None:
+    """ServiceError("too_many_points") naming MAX_POINTS_PER_PROMPT when a prompt has more points."""
+    limit = settings.MAX_POINTS_PER_PROMPT
+    if count > limit:
+        raise ServiceError(
+            "too_many_points",
+            f"{count} points; a prompt may have at most {limit} (MAX_POINTS_PER_PROMPT)",
+            field="points",
+            limit="MAX_POINTS_PER_PROMPT",
+            max=limit,
+        )
+
+
+def check_templates_per_preview(count: int) -> None:
+    """ServiceError("too_many_templates") naming MAX_TEMPLATES_PER_PREVIEW for a preview listing more."""
+    limit = settings.MAX_TEMPLATES_PER_PREVIEW
+    if count > limit:
+        raise ServiceError(
+            "too_many_templates",
+            f"{count} templates; a preview may use at most {limit} (MAX_TEMPLATES_PER_PREVIEW)",
+            field="templates",
+            limit="MAX_TEMPLATES_PER_PREVIEW",
+            max=limit,
+        )
 
 
 def points_to_json(points: list[Point]) -> list[dict]:
@@ -111,7 +140,8 @@ def template_create(
     reference_image: DatasetImage | None = None,
     default_edits: Mapping[str, Any] | None = None,
 ) -> Template:
-    """Save a template at the end of the dataset's save order.
+    """Save a template at the end of the dataset's save order (ServiceError("max_templates_exceeded") when the
+    dataset already holds MAX_TEMPLATES_PER_DATASET).
 
     ``points`` are normalised ``[{x_norm, y_norm, positive?}]`` (at least one positive); a blank ``name``
     becomes "Template N"; ``image_class`` is "", "pass" or "fail"; ``reference_image`` must belong to
@@ -122,7 +152,15 @@ def template_create(
     reference_image = _clean_reference(dataset, reference_image)
     edits = _edits_json(default_edits)
     with transaction.atomic():
-        dataset_lock(dataset=dataset)
+        dataset_lock(dataset=dataset)  # the count below holds until commit
+        limit = settings.MAX_TEMPLATES_PER_DATASET
+        if dataset.templates.count() >= limit:
+            raise ServiceError(
+                "max_templates_exceeded",
+                f"the dataset already has {limit} templates (MAX_TEMPLATES_PER_DATASET)",
+                limit="MAX_TEMPLATES_PER_DATASET",
+                max=limit,
+            )
         clean_name = clean_display_name(name) if (name or "").strip() else _default_name(dataset)
         last = dataset.templates.aggregate(last=Max("position"))["last"]
         template = Template(
