@@ -52,8 +52,6 @@ class LoginView(auth_views.LoginView):
         if not throttle.allow_request(request, None):
             return throttled_response(LOGIN, throttle.wait())
         if is_locked_out(request, request.POST.get("username")):
-            form = self.get_form()
-            form.is_bound = True
-            form._errors = {"__all__": form.error_class([lockout_detail()["detail"]])}
-            return self.render_to_response(self.get_context_data(form=form), status=429)
+            context = self.get_context_data(form=self.get_form(), lockout=lockout_detail()["detail"])
+            return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
