@@ -16,7 +16,6 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from datasets.image_io import decode_stored_image
 from datasets.models import Dataset, DatasetImage
 from datasets.segmentation import app_segmenter_status
 from datasets.selectors import (
@@ -42,7 +41,7 @@ from datasets.serializers import (
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class, images_upload
-from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview
+from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from datasets.views import LenientContentNegotiation
 from imaging.codecs import b64encode, encode_image, encode_mask_png
@@ -198,7 +197,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
         specs = self._preview_specs(dataset, data.get("templates"))
         result = edit_preview(image=image, specs=specs, compose=data["compose"])
         if result is None:
-            decoded = decode_stored_image(image.file)
+            decoded = working_image(image)  # the size an edited preview would have
             png, applied, ids, names, score, area = encode_image(decoded.rgb, "png"), False, [], [], 0.0, 0
             height, width = decoded.rgb.shape[:2]
         else:

@@ -22,7 +22,7 @@ from django.core.files.uploadedfile import UploadedFile
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datasets.image_io import decode_stored_image, read_file_bytes
+from datasets.image_io import read_file_bytes
 from datasets.models import Dataset, ImageClass, JobSource, OutputFormat
 from datasets.segmentation import app_segmenter, app_segmenter_status
 from datasets.selectors import image_list_for_dataset
@@ -35,6 +35,7 @@ from datasets.services.previews import (
     embeddings_prewarm,
     segment_preview,
     segmenter_errors,
+    working_image,
 )
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.edits import EDIT_FIELDS, Edits
@@ -287,7 +288,7 @@ class TemplatePreviewView(SeedView):
                     "invalid_edits", str(exc), field=exc.field, template_id=template.id.hex
                 ) from exc
         result = edit_preview(image=image, specs=specs)
-        rgb = result.rgb if result is not None else decode_stored_image(image.file).rgb
+        rgb = result.rgb if result is not None else working_image(image).rgb
         return Response(
             {
                 "variant_png": b64encode(encode_image(rgb, "png")),
