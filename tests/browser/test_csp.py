@@ -57,13 +57,13 @@ def test_the_pages_work_under_the_csp_without_a_violation(live_asgi, page, alice
     # step 1: the upload page (drop zone script, htmx)
     page.goto(live_asgi(f"/datasets/{dataset.public_id}/upload/"))
     page.wait_for_function(
-        "[...document.querySelectorAll('#image-grid img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#image-grid img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     seen += _violations(page)
 
     # step 2: the canvas takes a point and draws the mask overlay; save the template
     page.goto(live_asgi(f"/datasets/{dataset.public_id}/templates/"))
-    page.wait_for_function("document.querySelector('#tpl-editor').dataset.ready === 'true'")
+    page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
     before = _overlay_seq(page)
     _click_canvas(page, 0.5, 0.5)
     assert _overlay_seq(page) != before
@@ -89,7 +89,7 @@ def test_the_pages_work_under_the_csp_without_a_violation(live_asgi, page, alice
     # the admin, and the API docs (excluded from the pages' policy: Swagger UI bootstraps inline)
     page.goto(live_asgi("/admin/datasets/datasetimage/"))
     page.wait_for_function(
-        "[...document.querySelectorAll('#result_list img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#result_list img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     seen += _violations(page)
     docs = page.goto(live_asgi("/api/docs/"))
@@ -104,6 +104,6 @@ def test_the_pages_work_under_the_csp_without_a_violation(live_asgi, page, alice
         "() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1';"
         " document.body.appendChild(s); }"
     )
-    page.wait_for_function("window.__csp.length > 0")
+    page.wait_for_function("() => window.__csp.length > 0")
     assert page.evaluate("window.__ran === undefined")
     assert _violations(page)[0].startswith("script-src")
