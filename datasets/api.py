@@ -16,10 +16,9 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from datasets.image_io import decode_stored_image
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
-from datasets.prompts import edits_from_input, points_from_input
+from datasets.prompts import check_templates_per_preview, edits_from_input, points_from_input
 from datasets.segmentation import app_segmenter_status
 from datasets.selectors import (
     dataset_get_for_user,
@@ -44,7 +43,7 @@ from datasets.serializers import (
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class, images_upload
-from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview
+from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from datasets.views import LenientContentNegotiation
 from imaging.codecs import b64encode, encode_image, encode_mask_png
@@ -198,7 +197,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
         specs = self._preview_specs(dataset, data.get("templates"))
         result = edit_preview(image=image, specs=specs, compose=data["compose"])
         if result is None:
-            decoded = decode_stored_image(image.file)
+            decoded = working_image(image)  # the size an edited preview would have
             png, applied, ids, names, score, area = encode_image(decoded.rgb, "png"), False, [], [], 0.0, 0
             height, width = decoded.rgb.shape[:2]
         else:
@@ -241,6 +240,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
                 "invalid_template", "templates must be a list of {id, edits}", field="templates"
             )
         else:
+            check_templates_per_preview(len(items))
             specs = []
             for index, item in enumerate(items):
                 template_id = item.get("id") or item.get("template_id") if isinstance(item, dict) else None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.db import models
 
+from datasets.image_io import safe_suffix
 from samsite.db import BaseModel
 
 
@@ -21,8 +21,9 @@ class ImageClass(models.TextChoices):
 
 def _upload_path(prefix: str, instance_dir: str, filename: str) -> str:
     # Storage names are random: user filenames never reach the filesystem (display names live in the row).
-    suffix = PurePosixPath(filename).suffix.lower()[:10]
-    return f"{prefix}/{instance_dir}/{uuid.uuid4().hex}{suffix}"
+    # Services pass a name whose suffix comes from the decoded format; anything but a known image suffix is
+    # dropped, so no stored name can make a file view (or a web server) treat it as HTML.
+    return f"{prefix}/{instance_dir}/{uuid.uuid4().hex}{safe_suffix(filename)}"
 
 
 def image_upload_to(instance: DatasetImage, filename: str) -> str:

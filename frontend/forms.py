@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from django import forms
 
 from datasets.models import ComposeMode, ImageClass, OutputFormat
 from imaging.edits import EDIT_FIELDS, EDIT_RANGES, NEUTRAL_VALUES
+from samsite.parsers import loads_limited
 
 CLASS_CHOICES = [
     ("", "any class"),
@@ -112,7 +112,7 @@ class TemplateSaveForm(forms.Form):
 
     def clean_points(self) -> list:
         try:
-            points = json.loads(self.cleaned_data["points"])
+            points = loads_limited(self.cleaned_data["points"])
         except ValueError:
             raise forms.ValidationError("points are not valid JSON") from None
         if not isinstance(points, list):

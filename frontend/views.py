@@ -7,7 +7,6 @@ redirects (so every form also works without JavaScript).
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -38,6 +38,7 @@ from datasets.services.datasets import dataset_create, dataset_delete, dataset_r
 from datasets.services.images import image_delete, image_set_class, images_upload
 from datasets.services.previews import edit_preview, segment_preview
 from datasets.services.thumbnails import thumbnail_read, variant_thumbnail_ensure
+from datasets.throttles import JOBS, PREVIEWS, UPLOADS, scoped_throttle
 from frontend import live, presenters
 from frontend.forms import (
     DatasetNameForm,
@@ -49,6 +50,7 @@ from frontend.forms import (
 )
 from imaging.errors import EditValidationError, ImagingError, SegmenterUnavailable
 from samsite.errors import ServiceError
+from samsite.parsers import loads_limited
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import template_create, template_delete, template_update
 
@@ -130,7 +132,17 @@ def dataset_rename_view(request, dataset_id):
         return render(request, "frontend/partials/dataset_title.html", {"dataset": dataset, "error": error})
     if error:
         messages.error(request, error)
-    return redirect(request.POST.get("next") or reverse("ui-upload", args=[dataset.public_id]))
+    return redirect(_local_next(request, reverse("ui-upload", args=[dataset.public_id])))
+
+
+def _local_next(request, fallback: str) -> str:
+    """The posted ``next`` when it is a URL of this site (no open redirect), else ``fallback``."""
+    target = request.POST.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
 
 
 @login_required
@@ -157,6 +169,7 @@ def dataset_home(request, dataset_id):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@scoped_throttle(UPLOADS, methods=("POST",))
 def dataset_upload(request, dataset_id):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     if request.method == "POST":
@@ -299,15 +312,16 @@ def dataset_templates(request, dataset_id):
 
 @login_required
 @require_POST
+@scoped_throttle(PREVIEWS)
 def image_segment(request, dataset_id, image_id):
     """JSON for the canvas: the candidate masks (best first) for the posted points, as PNG data."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     image = image_get_for_user(user=request.user, image_id=image_id, dataset=dataset)
     try:
-        body = json.loads(request.body or b"{}")
+        body = loads_limited(request.body or b"{}")
         raw_points = body.get("points") if isinstance(body, dict) else None
-    except ValueError:
-        return JsonResponse({"error": "invalid_json", "detail": "the body is not JSON"}, status=400)
+    except ValueError as exc:
+        return JsonResponse({"error": "invalid_json", "detail": f"the body is not JSON ({exc})"}, status=400)
     try:
         points = points_from_input(raw_points, require_positive=False)
         preview = segment_preview(image=image, points=points)
@@ -376,6 +390,7 @@ def template_delete_view(request, dataset_id, template_id):
 
 @login_required
 @require_GET
+@scoped_throttle(PREVIEWS)
 def template_mask(request, dataset_id, template_id):
     """A small PNG of the template's reference image with its best mask tinted (the saved-templates list)."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
@@ -401,6 +416,7 @@ def template_mask(request, dataset_id, template_id):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@scoped_throttle(JOBS, methods=("POST",))
 def dataset_generate(request, dataset_id):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     templates = list(template_list_for_dataset(dataset=dataset))
@@ -470,6 +486,7 @@ def generate_settings_view(request, dataset_id):
 
 @login_required
 @require_POST
+@scoped_throttle(PREVIEWS)
 def preview_view(request, dataset_id):
     """The live preview: the chosen image with the posted slider values applied (fragment)."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
@@ -594,6 +611,7 @@ def job_cancel_view(request, job_id):
 
 @login_required
 @require_POST
+@scoped_throttle(JOBS)
 def job_retry_view(request, job_id):
     return _job_action(request, job_id, job_retry_failed, "The failed images are queued again.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
@@ -81,7 +82,8 @@ def template_create(
     default_edits: Mapping[str, Any] | None = None,
     label: str | None = "",
 ) -> Template:
-    """Save a template at the end of the dataset's save order.
+    """Save a template at the end of the dataset's save order (ServiceError("max_templates_exceeded") when the
+    dataset already holds MAX_TEMPLATES_PER_DATASET).
 
     ``points`` are normalised ``[{x_norm, y_norm, positive?}]`` (at least one positive); a blank ``name``
     becomes "Template N"; ``image_class`` is "", "pass" or "fail"; ``reference_image`` must belong to
@@ -94,7 +96,15 @@ def template_create(
     edits = _edits_json(default_edits)
     clean_label = _clean_label(label)
     with transaction.atomic():
-        dataset_lock(dataset=dataset)
+        dataset_lock(dataset=dataset)  # the count below holds until commit
+        limit = settings.MAX_TEMPLATES_PER_DATASET
+        if dataset.templates.count() >= limit:
+            raise ServiceError(
+                "max_templates_exceeded",
+                f"the dataset already has {limit} templates (MAX_TEMPLATES_PER_DATASET)",
+                limit="MAX_TEMPLATES_PER_DATASET",
+                max=limit,
+            )
         clean_name = clean_display_name(name) if (name or "").strip() else _default_name(dataset)
         last = dataset.templates.aggregate(last=Max("position"))["last"]
         template = Template(
