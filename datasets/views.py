@@ -14,15 +14,13 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from datasets.image_io import OPAQUE_CONTENT_TYPE, served_content_type
-from datasets.jobs.downloads import file_chunks, stream_response
+from datasets.jobs.downloads import file_chunks, harden_file_response, stream_response
 from datasets.models import DatasetImage
 from datasets.selectors import image_get_for_user
 from datasets.serializers import ErrorSerializer
 
 # Files never change under an id (a new upload is a new image), so browsers may keep them a day.
 FILE_CACHE_CONTROL = "private, max-age=86400"
-#: Served files are data, never documents: a file opened directly cannot run script or load anything.
-FILE_CSP = "default-src 'none'; img-src 'self'; sandbox"
 
 
 class LenientContentNegotiation(DefaultContentNegotiation):
@@ -60,13 +58,6 @@ def file_response(request, file, *, filename: str, content_type: str | None = No
     )
     harden_file_response(response)
     response["Cache-Control"] = FILE_CACHE_CONTROL
-    return response
-
-
-def harden_file_response(response):
-    """The headers every file view sends: no MIME sniffing, and a CSP that sandboxes the file if opened."""
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = FILE_CSP
     return response
 
 

@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from datasets.image_io import OPAQUE_CONTENT_TYPE, served_content_type
-from datasets.views import harden_file_response
+from datasets.jobs.downloads import harden_file_response
 
 
 class FilePreviewAdminMixin:

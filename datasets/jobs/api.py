@@ -14,6 +14,7 @@ from rest_framework import generics, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from datasets.jobs.downloads import job_zip_response, variant_file_response
@@ -45,6 +46,7 @@ from datasets.selectors import (
     variant_get_for_user,
     variant_list_for_job,
 )
+from datasets.throttles import JOBS
 from samsite.api import ApiError
 from samsite.db import parse_uuid
 
@@ -62,6 +64,12 @@ class DatasetJobListCreateApi(generics.ListAPIView):
     """GET: the dataset's jobs, newest first. POST: start a job over every image of the dataset."""
 
     serializer_class = JobSerializer
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = JOBS
+
+    def get_throttles(self):
+        # Only creating a job costs work; reading the list is not throttled beyond the defaults.
+        return super().get_throttles() if self.request.method == "POST" else []
 
     def get_serializer_class(self):
         # The browsable API renders its POST form from this: the fields a client may send.
@@ -158,6 +166,9 @@ class JobCancelApi(APIView):
 
 @extend_schema(tags=["jobs"])
 class JobRetryApi(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = JOBS
+
     @extend_schema(
         parameters=[_JOB_ID],
         request=None,

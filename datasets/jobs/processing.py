@@ -39,6 +39,7 @@ from datasets.jobs.services import Claim, ItemResult
 from datasets.jobs.snapshots import spec_from_snapshot
 from datasets.models import STACK_TEMPLATE_KEY, ComposeMode, GenerationJob, ItemStatus, JobItem, Variant
 from datasets.segmentation import app_segmenter, embedding_for
+from datasets.services.previews import embedding_seen_by_owner
 from imaging.codecs import FORMAT_EXTENSIONS, DecodedImage, encode_image, encode_mask_png, sha256_hex
 from imaging.pipeline import (
     TemplateSpec,
@@ -246,7 +247,11 @@ class _ChunkProcessor:
             outcome.status = ItemStatus.SKIPPED
             return outcome
         image = prepared.image
-        outcome.cache_hit, outcome.encoded = bool(prepared.cache_hit), not prepared.cache_hit
+        # Reported per owner (as previews are): a hit on an embedding another user's upload made counts as an
+        # encoder call, so the job's figures never reveal that someone else has the same photo.
+        seen = embedding_seen_by_owner(prepared.item.image, self.segmenter)
+        outcome.cache_hit = bool(prepared.cache_hit) and seen
+        outcome.encoded = not outcome.cache_hit
         try:
             with _timed(outcome.timings, "predict"):
                 masks = segment_templates(

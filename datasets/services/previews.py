@@ -172,8 +172,10 @@ def _seen_key(image: DatasetImage, segmenter: Segmenter) -> str:
     return f"embed-seen:{digest[:40]}"
 
 
-def _owner_saw_before(image: DatasetImage, segmenter: Segmenter) -> bool:
-    """Whether this image's owner already used this embedding; marks it used from now on."""
+def embedding_seen_by_owner(image: DatasetImage, segmenter: Segmenter) -> bool:
+    """Whether this image's owner already used this embedding (previews, prewarm, jobs); marks it used from
+    now on. What a user is told about the shared cache comes from this, never from the cache itself, so no
+    answer reveals that another user uploaded the same bytes."""
     key = _seen_key(image, segmenter)
     return not cache.add(key, 1, SEEN_TTL_SECONDS)
 
@@ -228,7 +230,7 @@ def segment_preview(*, image: DatasetImage, points: list[Point]) -> SegmentPrevi
     with segmenter_errors():
         segmenter = app_segmenter()
         embedding, hit = _embedding(image, segmenter)
-        cached = _owner_saw_before(image, segmenter) and hit
+        cached = embedding_seen_by_owner(image, segmenter) and hit
         height, width = embedding.original_size
         coords, labels = denormalize(points, width, height)
         candidates = segmenter.predict(embedding, coords, labels, multimask=True)
@@ -255,7 +257,7 @@ def edit_preview(
         decoded = working_image(image)
         full = (decoded.height, decoded.width) == (image.height, image.width)
         embedding, _ = _embedding(image, segmenter, decoded if full else None)
-        _owner_saw_before(image, segmenter)
+        embedding_seen_by_owner(image, segmenter)
         if not full:
             # Same prompt, masks at the working size (SAM and classical scale points by original_size).
             embedding = dataclasses.replace(embedding, original_size=(decoded.height, decoded.width))
@@ -284,7 +286,7 @@ def embeddings_prewarm(*, images: Iterable[DatasetImage]) -> Iterator[PrewarmPro
                     if _cached_embedding(image, segmenter) is None:
                         _embedding(image, segmenter, decode_stored_image(image.file))
                     # Reported per owner: "computed" unless this user had already prepared it.
-                    computed = not _owner_saw_before(image, segmenter)
+                    computed = not embedding_seen_by_owner(image, segmenter)
                 except (ImageDecodeError, OSError) as exc:
                     error = str(exc) or exc.__class__.__name__
             ms = int((time.perf_counter() - started) * 1000)
