@@ -393,6 +393,13 @@ class SamSegmenter:
             for i in order
         ]
 
+    def encode_batch(self, images: list[np.ndarray], *, batch_size: int = 4) -> list[Embedding]:
+        """Encode several images: batched under fp16/bf16 autocast on CUDA, a loop of :meth:`encode` on CPU
+        (see :func:`imaging.sam_like.encode_batch_plain`)."""
+        from imaging.sam_like import encode_batch_plain
+
+        return encode_batch_plain(self, images, batch_size=batch_size)
+
 
 def save_state_dict(state_dict: Mapping[str, Any], path: str | Path) -> Path:
     """Write a state dict atomically (temp file + rename), as ``torch.save`` would."""

@@ -62,6 +62,41 @@ def sorted_candidates(masks: np.ndarray, scores: np.ndarray, *, indexed: bool) -
     ]
 
 
+def encode_batch_plain(
+    segmenter: Any, images: Sequence[np.ndarray], *, batch_size: int = 4
+) -> list[Embedding]:
+    """``encode_batch`` for a segmenter with segment-anything's API whose encoder returns one tensor (SAM 1's
+    :class:`~imaging.sam.SamSegmenter`): batches under autocast on CUDA, ``segmenter.encode`` per image on
+    CPU. Features are plain float16 arrays, SAM 1's cache format."""
+    dtype = autocast_dtype(segmenter.device)
+    if dtype is None:
+        return [segmenter.encode(rgb) for rgb in images]
+    step = max(1, int(batch_size))
+    out: list[Embedding] = []
+    for start in range(0, len(images), step):
+        prepared = []
+        for rgb in images[start : start + step]:
+            check_rgb(rgb)
+            input_image = segmenter.transform.apply_image(rgb)
+            tensor = torch.as_tensor(input_image, device=segmenter.device).permute(2, 0, 1).contiguous()[None]
+            prepared.append((tensor, (int(rgb.shape[0]), int(rgb.shape[1])), tuple(tensor.shape[-2:])))
+        batch = torch.cat([segmenter.model.preprocess(t) for t, _, _ in prepared], dim=0)
+        with segmenter._encode_lock, torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+            features = segmenter.model.image_encoder(batch).to(torch.float16).cpu().numpy()
+        for i, (_, original, input_size) in enumerate(prepared):
+            out.append(
+                Embedding(
+                    features=features[i : i + 1],
+                    original_size=original,
+                    input_size=(int(input_size[0]), int(input_size[1])),
+                    fingerprint=segmenter.fingerprint,
+                )
+            )
+        with segmenter._count_lock:
+            segmenter.encode_calls += len(prepared)
+    return out
+
+
 class SamLikeSegmenter:
     """Base of the segment-anything-API families (see the module docstring). Thread-safe."""
 

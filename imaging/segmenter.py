@@ -119,6 +119,17 @@ class Segmenter(Protocol):
         ...
 
 
+def encode_batch(
+    segmenter: Segmenter, images: Sequence[np.ndarray], *, batch_size: int = 4
+) -> list[Embedding]:
+    """Embeddings of ``images`` in order: the segmenter's own ``encode_batch`` when it has one (SAM families:
+    batched with autocast on CUDA, a plain loop on CPU), else ``encode`` per image (classical)."""
+    batched = getattr(segmenter, "encode_batch", None)
+    if batched is not None:
+        return batched(list(images), batch_size=batch_size)
+    return [segmenter.encode(rgb) for rgb in images]
+
+
 def check_box(box: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
     """A box prompt ``(x0, y0, x1, y1)`` in image pixels as float32 ``(4,)`` with ``x0 <= x1``, ``y0 <= y1``
     (corners given in any order are sorted, as a drag may go either way), or None for no box. Raises

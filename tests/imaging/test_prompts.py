@@ -73,3 +73,63 @@ def test_classical_box_prompt_stays_in_the_box_and_keeps_granularity(coffee):
     with_point = segmenter.predict(embedding, np.array([[300, 200]]), np.array([1]), box=box)
     assert all(c.mask[200, 300] for c in with_point)
     assert segmenter.predict(embedding, None, None, box=box)[0].score == out[0].score  # deterministic
+
+
+def test_parse_box_validates_untrusted_input():
+    from imaging.errors import BoxValidationError
+    from imaging.points import denormalize_box, parse_box
+
+    assert parse_box(None) is None and parse_box([]) is None
+    assert parse_box([0.5, 0.6, 0.1, "0.2"]) == (0.1, 0.2, 0.5, 0.6)
+    assert parse_box({"x0": 0, "y0": 0, "x1": 1, "y1": 1}) == (0.0, 0.0, 1.0, 1.0)
+    for bad, message in (
+        ([0, 0, 1], "four numbers"),
+        ("0,0,1,1", "four numbers"),
+        ([0, 0, 1.5, 1], "x1 must be between 0 and 1"),
+        ([0, 0, True, 1], "boolean"),
+        ([0.2, 0, 0.2, 1], "non-zero width"),
+        ([0, float("inf"), 1, 1], "finite"),
+    ):
+        with pytest.raises(BoxValidationError, match=message):
+            parse_box(bad)
+    assert denormalize_box((0.25, 0.5, 1.0, 1.0), 600, 400).tolist() == [150.0, 200.0, 600.0, 400.0]
+
+
+def test_pipeline_uses_the_template_box_and_mask_choice(coffee):
+    from imaging.pipeline import TemplateSpec, segment_templates
+    from imaging.points import Point, denormalize_box
+
+    segmenter = ClassicalSegmenter()
+    embedding = segmenter.encode(coffee)
+    box = (0.25, 0.125, 0.75, 0.875)
+    templates = [
+        TemplateSpec(id="a", name="box, loose", points=(), box=box, mask_choice=2),
+        TemplateSpec(id="b", name="box + point, best", points=(Point(0.5, 0.5),), box=box),
+    ]
+    masks = segment_templates(segmenter, embedding, templates, width=600, height=400)
+    direct = segmenter.predict(embedding, None, None, denormalize_box(box, 600, 400))
+    loose = next(c for c in direct if c.index == 2)
+    assert np.array_equal(masks[0].mask, loose.mask) and masks[0].score == loose.score
+    with_point = segmenter.predict(
+        embedding, np.array([[300, 200]], np.float32), np.array([1]), denormalize_box(box, 600, 400)
+    )
+    assert np.array_equal(masks[1].mask, with_point[0].mask)
+    with pytest.raises(ValueError, match="no points and no box"):
+        segment_templates(
+            segmenter, embedding, [TemplateSpec(id="c", name="empty", points=())], width=600, height=400
+        )
+
+
+def test_encode_batch_helper_falls_back_to_encode(coffee, astronaut):
+    from imaging.segmenter import encode_batch
+
+    segmenter = ClassicalSegmenter()
+    out = encode_batch(segmenter, [coffee, astronaut], batch_size=4)
+    assert [e.original_size for e in out] == [(400, 600), (512, 512)]
+    assert segmenter.encode_calls == 2
+
+
+def test_sam1_encode_batch_on_cpu_equals_encode(tiny_sam, coffee):
+    single = tiny_sam.encode(coffee)
+    (batched,) = tiny_sam.encode_batch([coffee])
+    assert np.array_equal(single.features, batched.features) and batched.fingerprint == tiny_sam.fingerprint
