@@ -391,3 +391,44 @@ def test_unknown_checkpoint_status_reports_the_error(tmp_path):
     status = segmenter_status(SegmenterConfig(backend="sam", checkpoint=str(odd)))
     assert status["sam_loaded"] is False and status["model"] is None
     assert "known model family" in status["error"] and "encoder.weight" in status["error"]
+
+
+@pytest.mark.parametrize(
+    ("dim", "stages", "size"),
+    [
+        (96, (1, 2, 7, 2), "hiera_tiny"),
+        (96, (1, 2, 11, 2), "hiera_small"),
+        (112, (2, 3, 16, 3), "hiera_base_plus"),
+        (144, (2, 6, 36, 4), "hiera_large"),
+    ],
+)
+@pytest.mark.parametrize("version", ["2.1", "2"])
+def test_sam2_sizes_are_read_off_the_trunk(dim, stages, size, version):
+    """Shapes only (meta tensors): embed dim from the patch embedding, stages from the projecting blocks."""
+    meta = torch.empty(0, device="meta")
+    state = {
+        "image_encoder.trunk.patch_embed.proj.weight": torch.empty(dim, 3, 7, 7, device="meta"),
+        "sam_mask_decoder.iou_token.weight": torch.empty(1, 256, device="meta"),
+    }
+    starts = {sum(stages[:i]) for i in range(1, len(stages))}
+    for block in range(sum(stages)):
+        state[f"image_encoder.trunk.blocks.{block}.attn.qkv.weight"] = meta
+        if block in starts:
+            state[f"image_encoder.trunk.blocks.{block}.proj.weight"] = meta
+    if version == "2.1":
+        state["no_obj_embed_spatial"] = meta
+    info = detect_family(state)
+    assert (info.family, info.size, info.label) == ("sam2", size, f"SAM {version} {size}")
+    stem = {"hiera_tiny": "t", "hiera_small": "s", "hiera_base_plus": "b+", "hiera_large": "l"}[size]
+    folder = "sam2.1" if version == "2.1" else "sam2"
+    assert info.config.config_file == f"configs/{folder}/{folder}_hiera_{stem}.yaml"
+
+
+def test_listed_fingerprints_equal_the_loaded_segmenters(tmp_path, loaded, ckpt, tiny_sam, tiny_ckpt):
+    from imaging.registry import describe_checkpoint
+
+    assert describe_checkpoint(tiny_ckpt).fingerprint == tiny_sam.fingerprint
+    assert (
+        describe_checkpoint(ckpt("sam2_hiera_tiny")).fingerprint == loaded("sam2_hiera_tiny")[0].fingerprint
+    )
+    assert describe_checkpoint(tiny_ckpt).label == "SAM custom"
