@@ -38,8 +38,7 @@ def build_sam_hq_model(config: SamConfig | TinyVitConfig) -> Sam:
     prompt_embed_dim, image_size = 256, 1024
     if isinstance(config, TinyVitConfig):
         encoder = build_tinyvit(config, TinyViT)
-        vit_dim = config.embed_dims[2]
-        image_size = 1024
+        vit_dim = config.embed_dims[2]  # MaskDecoderHQ fuses TinyViT's second-stage output
     else:
         encoder = ImageEncoderViT(
             depth=config.encoder_depth,

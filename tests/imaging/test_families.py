@@ -432,3 +432,26 @@ def test_listed_fingerprints_equal_the_loaded_segmenters(tmp_path, loaded, ckpt,
         describe_checkpoint(ckpt("sam2_hiera_tiny")).fingerprint == loaded("sam2_hiera_tiny")[0].fingerprint
     )
     assert describe_checkpoint(tiny_ckpt).label == "SAM custom"
+
+
+@pytest.mark.filterwarnings("ignore:User provided device_type of 'cuda'")
+def test_batched_encode_path_matches_per_image(monkeypatch, loaded, tiny_sam, coffee, astronaut):
+    """The CUDA batching code (stacking, per-row split, sizes, counts), run on CPU by pretending autocast is
+    available (torch disables a 'cuda' autocast without CUDA, so the maths stay fp32): each row equals the
+    per-image encode up to float16 rounding of batched kernels."""
+    import imaging.sam_like as sam_like
+
+    monkeypatch.setattr(sam_like, "autocast_dtype", lambda device: torch.bfloat16)
+    images = [coffee, astronaut[:300]]
+    for segmenter in (loaded("mobile_sam_tiny")[0], tiny_sam):
+        single = [segmenter.encode(rgb) for rgb in images]
+        before = segmenter.encode_calls
+        batched = segmenter.encode_batch(images, batch_size=2)
+        assert segmenter.encode_calls == before + 2
+        for one, many in zip(single, batched, strict=True):
+            assert (one.original_size, one.input_size) == (many.original_size, many.input_size)
+            assert one.fingerprint == many.fingerprint
+            for name, array in one.arrays().items():
+                got = many.arrays()[name]
+                assert got.shape == array.shape and got.dtype == np.float16
+                assert np.allclose(got.astype(np.float32), array.astype(np.float32), atol=2e-2, rtol=1e-2)
