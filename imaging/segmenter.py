@@ -22,9 +22,9 @@ class Embedding:
     """An encoded image.
 
     ``features``: SAM: the image-encoder output ``1 x C x 64 x 64`` as float16 (the stored form; prediction
-    uses it as given, so a cached re-run is bit-identical to the first run). Families whose decoder needs more
-    than one tensor store a mapping of named float16 arrays instead (SAM-HQ: ``image_embed`` + ``interm``;
-    SAM 2: ``image_embed`` + ``high_res_0`` + ``high_res_1``). Classical: the downscaled RGB image.
+    uses it as given, so a cached re-run is bit-identical to the first run). The other families store a mapping
+    of named float16 arrays instead (MobileSAM: ``image_embed``; SAM-HQ: ``image_embed`` + ``interm``; SAM 2:
+    ``image_embed`` + ``high_res_0`` + ``high_res_1``), which the embedding cache stores and reloads as is. Classical: the downscaled RGB image.
     ``original_size`` is ``(h, w)`` of the source image; ``input_size`` is ``(h, w)`` after the backend's
     resize (SAM: ResizeLongestSide to 1024). ``fingerprint`` identifies the segmenter that made it.
     """
