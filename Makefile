@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3.11
 PY := $(VENV)/bin/python
-REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt requirements-sam2.txt | sha256sum | cut -c1-16)
 RUNTIME_STAMP := $(VENV)/.runtime-$(REQ_HASH)
 DEV_STAMP := $(VENV)/.dev-$(REQ_HASH)
 # The suite runs on PostgreSQL (the production database); this local server is its default.
@@ -16,12 +16,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(RUNTIME_STAMP): requirements.txt | $(PY)
+$(RUNTIME_STAMP): requirements.txt requirements-sam2.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements.txt
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation --no-deps -r requirements-sam2.txt
 	touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+$(DEV_STAMP): requirements.txt requirements-dev.txt requirements-sam2.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation --no-deps -r requirements-sam2.txt
 	touch $@ $(RUNTIME_STAMP)
 
 venv: $(RUNTIME_STAMP)

@@ -14,6 +14,11 @@ Method (deterministic; ``cv2.setRNGSeed`` before every GrabCut, whose GMM initia
 3. Post-processing keeps only the foreground components connected to a positive point and fills enclosed
    holes (unless a negative point lies in them), then the mask is upsampled to the original size (bilinear on
    0/255, threshold at 128, for smooth edges).
+   With a box prompt, each candidate is GrabCut's rectangle initialisation instead (outside = sure
+   background, inside = probable foreground, like ``GC_INIT_WITH_RECT``), on the box scaled by
+   :data:`BOX_SCALES` around its centre (tight / as drawn / loose: the three granularities), with any points
+   as sure-foreground / sure-background discs on top; without positive points every component in the box
+   is kept.
 4. Score, in [0, 1): boundary contrast ``g_b / (g_b + g_i)`` where ``g_b`` is the mean Lab gradient magnitude
    on the mask boundary (excluding where the image edge cuts it) and ``g_i`` the mean over the whole image,
    times ``1 - f / 2`` where ``f`` is the fraction of the image border the mask covers. 0.5 contrast means the
@@ -24,16 +29,19 @@ Method (deterministic; ``cv2.setRNGSeed`` before every GrabCut, whose GMM initia
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import cv2
 import numpy as np
 
-from imaging.segmenter import Embedding, MaskCandidate, check_prompt
+from imaging.segmenter import Embedding, MaskCandidate, check_box, check_prompt
 
 WORK_SIDE = 256
 FINGERPRINT = "classical-v1"
 #: Probable-foreground radii of the three candidates, as fractions of the working image's longest side.
 PRIOR_RADII = (0.12, 0.25, 0.45)
+#: The box prompt's three candidates: the box scaled by these factors around its centre.
+BOX_SCALES = (0.85, 1.0, 1.15)
 GRABCUT_ITERATIONS = 2
 _RNG_SEED = 0x5A4D
 # Lab distance (OpenCV 8-bit Lab units) under which a pixel counts as "like" a positive point's colour.
@@ -44,6 +52,8 @@ class ClassicalSegmenter:
     """GrabCut seeded by point prompts (see the module docstring). Thread-safe and deterministic."""
 
     backend = "classical"
+    family = "classical"
+    label = "Classical (GrabCut)"
     fingerprint = FINGERPRINT
     model_type: str | None = None
     device = "cpu"
@@ -80,13 +90,16 @@ class ClassicalSegmenter:
     def predict(
         self,
         embedding: Embedding,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
+        point_coords: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        box: Any = None,
         *,
         multimask: bool = True,
     ) -> list[MaskCandidate]:
-        """Three candidates (one when ``multimask`` is False: the medium radius), best score first."""
-        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels)
+        """Three candidates (one when ``multimask`` is False: the medium radius / the box as drawn), best
+        score first. ``box``: ``(x0, y0, x1, y1)`` in original image pixels, points optional with it."""
+        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels, box)
+        box_arr = check_box(box)
         small = np.ascontiguousarray(embedding.features)
         sh, sw = small.shape[:2]
         oh, ow = embedding.original_size
@@ -97,15 +110,28 @@ class ClassicalSegmenter:
         neg = [(int(x), int(y)) for x, y, lab in zip(xs, ys, labels, strict=True) if lab != 1]
         lab_img = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
         gradient = _gradient_magnitude(lab_img)
-        radii = PRIOR_RADII if multimask else (PRIOR_RADII[1],)
+        if box_arr is not None:
+            # Box corners are pixel edges: scale them without the half-pixel centre shift.
+            rect = (
+                float(box_arr[0]) * sw / ow,
+                float(box_arr[1]) * sh / oh,
+                float(box_arr[2]) * sw / ow,
+                float(box_arr[3]) * sh / oh,
+            )
+            params = list(enumerate(BOX_SCALES)) if multimask else [(None, BOX_SCALES[1])]
+        else:
+            params = list(enumerate(PRIOR_RADII)) if multimask else [(None, PRIOR_RADII[1])]
         candidates = []
-        for frac in radii:
-            small_mask = _grabcut_candidate(small, lab_img, pos, neg, frac)
+        for index, param in params:
+            if box_arr is not None:
+                small_mask = _grabcut_box_candidate(small, pos, neg, rect, param)
+            else:
+                small_mask = _grabcut_candidate(small, lab_img, pos, neg, param)
             score = _mask_score(small_mask, gradient)
             up = cv2.resize(
                 small_mask.view(np.uint8) * np.uint8(255), (ow, oh), interpolation=cv2.INTER_LINEAR
             )
-            candidates.append(MaskCandidate(mask=up >= 128, score=score))
+            candidates.append(MaskCandidate(mask=up >= 128, score=score, index=index))
         order = sorted(range(len(candidates)), key=lambda i: (-candidates[i].score, i))
         return [candidates[i] for i in order]
 
@@ -165,6 +191,37 @@ def _grabcut_candidate(
 
     is_fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     # GrabCut needs samples on both sides to fit its colour models.
+    if is_fg.sum() >= 8 and (~is_fg).sum() >= 8:
+        bgd_model = np.zeros((1, 65), np.float64)
+        fgd_model = np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(_RNG_SEED)
+        cv2.grabCut(small, gc, None, bgd_model, fgd_model, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+        is_fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    return _clean(is_fg, pos, neg)
+
+
+def _grabcut_box_candidate(
+    small: np.ndarray,
+    pos: list[tuple[int, int]],
+    neg: list[tuple[int, int]],
+    rect: tuple[float, float, float, float],
+    scale: float,
+) -> np.ndarray:
+    """GrabCut's rectangle initialisation on ``rect`` (working pixels) scaled by ``scale`` around its centre,
+    with the points as sure seeds; returns a bool mask (post-processed)."""
+    sh, sw = small.shape[:2]
+    cx, cy = (rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2
+    hw, hh = (rect[2] - rect[0]) / 2 * scale, (rect[3] - rect[1]) / 2 * scale
+    x0, x1 = int(np.clip(np.floor(cx - hw), 0, sw - 1)), int(np.clip(np.ceil(cx + hw), 1, sw))
+    y0, y1 = int(np.clip(np.floor(cy - hh), 0, sh - 1)), int(np.clip(np.ceil(cy + hh), 1, sh))
+    gc = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+    gc[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)] = cv2.GC_PR_FGD
+    seed_r = max(2, round(0.012 * max(sh, sw)))
+    for x, y in neg:
+        cv2.circle(gc, (x, y), 2 * seed_r, cv2.GC_BGD, -1)
+    for x, y in pos:
+        cv2.circle(gc, (x, y), seed_r, cv2.GC_FGD, -1)
+    is_fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     if is_fg.sum() >= 8 and (~is_fg).sum() >= 8:
         bgd_model = np.zeros((1, 65), np.float64)
         fgd_model = np.zeros((1, 65), np.float64)

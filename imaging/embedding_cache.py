@@ -7,7 +7,9 @@ by presenting the same image bytes. One file per entry::
     = MAGIC (8 bytes) | header length (uint32 LE) | JSON header | raw float16 feature bytes
 
 The JSON header records the fingerprint, image hash, dtype, shape, original/input sizes and a CRC32 of the
-payload, so a truncated, corrupt or mismatched file is detected, deleted and treated as a miss (callers then
+payload. An embedding whose features are several named arrays (SAM-HQ, SAM 2) lists them in order as
+``"arrays": [[name, shape], ...]`` instead of ``"shape"``, their bytes concatenated in the payload; single-array
+entries (SAM 1, MobileSAM written by earlier versions) keep the original layout, so they still load, so a truncated, corrupt or mismatched file is detected, deleted and treated as a miss (callers then
 re-encode; nothing is raised to them).
 
 Concurrency: writers write a unique temp file in the same directory and ``os.replace`` it into place (atomic
@@ -143,10 +145,7 @@ class EmbeddingCache:
             cached = self.get(sha256, fingerprint)  # another thread may have just stored it
             if cached is not None:
                 return cached, True
-            embedding = segmenter.encode(rgb)
-            if embedding.features.dtype != np.float16:
-                # Hand out the stored form on the first run too, so a later hit predicts bit-identically.
-                embedding = dataclasses.replace(embedding, features=embedding.features.astype(np.float16))
+            embedding = _as_float16(segmenter.encode(rgb))
             try:
                 self.put(sha256, embedding)
             except OSError as exc:
@@ -208,19 +207,39 @@ def _unlink_quietly(path: Path) -> None:
         logger.warning("embedding cache: cannot delete %s: %s", path.name, exc)
 
 
+def _as_float16(embedding: Embedding) -> Embedding:
+    """The embedding in its stored form (float16), handed out on the first run too, so a later hit predicts
+    bit-identically."""
+    arrays = embedding.arrays()
+    if all(a.dtype == np.float16 for a in arrays.values()):
+        return embedding
+    if isinstance(embedding.features, np.ndarray):
+        return dataclasses.replace(embedding, features=embedding.features.astype(np.float16))
+    return dataclasses.replace(embedding, features={k: v.astype(np.float16) for k, v in arrays.items()})
+
+
 def _serialise(embedding: Embedding, sha256: str) -> bytes:
-    features = np.ascontiguousarray(embedding.features, dtype=np.float16)
-    payload = features.tobytes()
-    header = {
+    header: dict[str, Any] = {
         "fingerprint": embedding.fingerprint,
         "sha256": sha256,
         "dtype": "float16",
-        "shape": list(features.shape),
-        "original_size": list(embedding.original_size),
-        "input_size": list(embedding.input_size),
-        "payload_len": len(payload),
-        "crc32": zlib.crc32(payload),
     }
+    if isinstance(embedding.features, np.ndarray):
+        features = np.ascontiguousarray(embedding.features, dtype=np.float16)
+        payload = features.tobytes()
+        header["shape"] = list(features.shape)
+    else:
+        arrays = [(str(k), np.ascontiguousarray(v, dtype=np.float16)) for k, v in embedding.arrays().items()]
+        payload = b"".join(a.tobytes() for _, a in arrays)
+        header["arrays"] = [[name, list(a.shape)] for name, a in arrays]
+    header.update(
+        {
+            "original_size": list(embedding.original_size),
+            "input_size": list(embedding.input_size),
+            "payload_len": len(payload),
+            "crc32": zlib.crc32(payload),
+        }
+    )
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     return MAGIC + struct.pack("<I", len(header_bytes)) + header_bytes + payload
 
@@ -236,17 +255,27 @@ def _parse(data: bytearray, sha256: str, fingerprint: str) -> Embedding | None:
             return None
         header: dict[str, Any] = json.loads(bytes(data[start : start + header_len]).decode("utf-8"))
         payload = memoryview(data)[start + header_len :]
-        shape = tuple(int(d) for d in header["shape"])
+        if "arrays" in header:
+            layout = [(str(name), tuple(int(d) for d in shape)) for name, shape in header["arrays"]]
+        else:
+            layout = [("", tuple(int(d) for d in header["shape"]))]
+        expected = sum(int(np.prod(shape)) * 2 for _, shape in layout)
         if (
             header.get("fingerprint") != fingerprint
             or header.get("sha256") != sha256
             or header.get("dtype") != "float16"
             or header.get("payload_len") != len(payload)
-            or int(np.prod(shape)) * 2 != len(payload)
+            or expected != len(payload)
             or zlib.crc32(payload) != header.get("crc32")
         ):
             return None
-        features = np.frombuffer(payload, dtype=np.float16).reshape(shape)
+        arrays: dict[str, np.ndarray] = {}
+        offset = 0
+        for name, shape in layout:
+            count = int(np.prod(shape))
+            arrays[name] = np.frombuffer(payload, dtype=np.float16, count=count, offset=offset).reshape(shape)
+            offset += count * 2
+        features: np.ndarray | dict[str, np.ndarray] = arrays[""] if "arrays" not in header else arrays
         original = tuple(int(v) for v in header["original_size"])
         input_size = tuple(int(v) for v in header["input_size"])
         if len(original) != 2 or len(input_size) != 2:

@@ -33,6 +33,10 @@ class PointValidationError(ImagingError):
         super().__init__(f"point {index}: {message}")
 
 
+class BoxValidationError(ImagingError):
+    """A box prompt is invalid (not four numbers in [0, 1], or of zero width or height)."""
+
+
 class SegmenterUnavailable(ImagingError):
     """The SAM backend was required (``backend="sam"``) but no checkpoint could be found."""
 

@@ -4,8 +4,9 @@ The job runner calls :func:`generate_for_image` per image; everything here is fr
 
 * Class filter: an image's class comes from its file name (:func:`classify_filename`); a template with a
   class applies to images of that class and to unclassed images, a template without class to every image.
-* Masks: each template's points are denormalised to the image's size and the best of the segmenter's (up to
-  three) candidates by score is used. Every mask is segmented from the ORIGINAL image's embedding.
+* Masks: each template's points (and box, if it has one) are denormalised to the image's size and the
+  candidate its ``mask_choice`` designates is used: ``"best"`` (highest score) or a candidate index 0..2
+  (:func:`imaging.segmenter.choose_candidate`). Every mask is segmented from the ORIGINAL image's embedding.
 * ``compose="stack"``: one variant per image; the applicable templates are applied in ``order`` (ties keep
   the given order), each inside its own mask, each blending its opacity against the image as it was before
   that template (which is exactly what :func:`~imaging.edits.apply_edits` does with its input), noise
@@ -24,8 +25,8 @@ import numpy as np
 
 from imaging.codecs import DecodedImage
 from imaging.edits import Edits, apply_edits
-from imaging.points import Point, denormalize
-from imaging.segmenter import Embedding, Segmenter
+from imaging.points import Point, denormalize, denormalize_box
+from imaging.segmenter import Embedding, Segmenter, choose_candidate
 
 COMPOSE_MODES = ("stack", "each")
 #: The component id used for template masks in the dataset flows (EDITS.md: one component, id 1).
@@ -52,7 +53,8 @@ def template_applies(template_class: str, image_class: str) -> bool:
 
 @dataclass(frozen=True)
 class TemplateSpec:
-    """What the pipeline needs of a saved template."""
+    """What the pipeline needs of a saved template. ``box``: normalised ``(x0, y0, x1, y1)`` or None
+    (:func:`imaging.points.parse_box`); ``mask_choice``: "best" or a candidate index 0..2."""
 
     id: str
     name: str
@@ -60,6 +62,8 @@ class TemplateSpec:
     image_class: str = ""
     edits: Edits = field(default_factory=Edits)
     order: int = 0
+    box: tuple[float, float, float, float] | None = None
+    mask_choice: str | int = "best"
 
 
 @dataclass
@@ -99,21 +103,26 @@ def segment_templates(
     width: int,
     height: int,
 ) -> list[TemplateMask]:
-    """The best-scoring mask of each template's points on this image (points denormalised to
-    ``width`` x ``height``). Raises ValueError for a template without any point."""
+    """The mask each template's prompt (points and/or box, denormalised to ``width`` x ``height``) and
+    ``mask_choice`` designate on this image. Raises ValueError for a template with neither points nor box."""
     results = []
     for template in templates:
-        if not template.points:
-            raise ValueError(f"template {template.name!r} has no points")
+        if not template.points and template.box is None:
+            raise ValueError(f"template {template.name!r} has no points and no box")
         coords, labels = denormalize(template.points, width, height)
-        candidates = segmenter.predict(embedding, coords, labels, multimask=True)
-        best = max(candidates, key=lambda c: c.score)  # candidates are sorted, but do not rely on it
+        if template.box is None:
+            # Point-only prompts keep the original call, which every segmenter (and test double) accepts.
+            candidates = segmenter.predict(embedding, coords, labels, multimask=True)
+        else:
+            box = denormalize_box(template.box, width, height)
+            candidates = segmenter.predict(embedding, coords, labels, box=box, multimask=True)
+        chosen = choose_candidate(candidates, template.mask_choice)
         results.append(
             TemplateMask(
                 template_id=template.id,
-                mask=best.mask,
-                score=float(best.score),
-                stability=getattr(best, "stability", None),
+                mask=chosen.mask,
+                score=float(chosen.score),
+                stability=getattr(chosen, "stability", None),
             )
         )
     return results

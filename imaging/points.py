@@ -3,6 +3,10 @@
 Points are stored normalised to the image size (``x_norm``, ``y_norm`` in [0, 1]) so one template applies to
 images of any size; :func:`denormalize` maps them to this image's pixels as
 ``x_px = clamp(round(x_norm * (w - 1)), 0, w - 1)`` (likewise ``y``), so 0 is the first pixel and 1 the last.
+
+A box prompt is stored normalised as ``[x0, y0, x1, y1]`` in [0, 1], fractions of the image's width and
+height measured at pixel EDGES (0 is the left edge of the first pixel, 1 the right edge of the last), which is
+what a box dragged on a displayed image gives: :func:`denormalize_box` maps it to ``x * w`` / ``y * h``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from imaging.errors import PointValidationError
+from imaging.errors import BoxValidationError, PointValidationError
 
 _TRUE_STRINGS = frozenset({"true", "1", "yes", "on", "positive", "pos", "fg"})
 _FALSE_STRINGS = frozenset({"false", "0", "no", "off", "negative", "neg", "bg"})
@@ -128,3 +132,36 @@ def denormalize(points: Sequence[Point], width: int, height: int) -> tuple[np.nd
         coords[i, 1] = min(max(round(p.y_norm * (height - 1)), 0), height - 1)
         labels[i] = 1 if p.positive else 0
     return coords, labels
+
+
+def parse_box(raw: Any) -> tuple[float, float, float, float] | None:
+    """Validate an untrusted normalised box ``[x0, y0, x1, y1]`` (a list/tuple of four numbers in [0, 1], or a
+    mapping with those keys); None or an empty list means no box. Corners given in any order are sorted.
+    Raises :class:`BoxValidationError` for anything else, including a box of zero width or height."""
+    if raw is None or (isinstance(raw, Sequence) and not isinstance(raw, str | bytes) and len(raw) == 0):
+        return None
+    if isinstance(raw, Mapping):
+        raw = [raw.get(k) for k in ("x0", "y0", "x1", "y1")]
+    if isinstance(raw, str | bytes) or not isinstance(raw, Sequence) or len(raw) != 4:
+        raise BoxValidationError("box must be a list of four numbers [x0, y0, x1, y1]")
+    values = []
+    for name, value in zip(("x0", "y0", "x1", "y1"), raw, strict=True):
+        try:
+            number = _number(0, name, value)
+        except PointValidationError as exc:
+            raise BoxValidationError(f"box {str(exc).removeprefix('point 0: ')}") from None
+        if not 0.0 <= number <= 1.0:
+            raise BoxValidationError(f"box {name} must be between 0 and 1, got {number:g}")
+        values.append(number)
+    x0, y0, x1, y1 = values
+    box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    if box[2] - box[0] <= 0.0 or box[3] - box[1] <= 0.0:
+        raise BoxValidationError("box must have a non-zero width and height")
+    return box
+
+
+def denormalize_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
+    """A normalised box in pixel coordinates ``float32 (x0, y0, x1, y1)`` = ``(x0 * w, y0 * h, x1 * w,
+    y1 * h)`` (pixel edges, see the module docstring), ready for ``Segmenter.predict(box=...)``."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([x0 * width, y0 * height, x1 * width, y1 * height], dtype=np.float32)

@@ -1,7 +1,11 @@
-"""Choosing and holding the process-wide segmenter.
+"""Choosing and holding the process's segmenters.
 
 ``get_segmenter(config)`` builds the segmenter for a configuration once per process, lazily (never at import:
-loading SAM takes seconds and gigabytes) and thread-safely, and returns the same object afterwards. After
+loading SAM takes seconds and gigabytes) and thread-safely, and returns the same object afterwards. Models
+of any family (SAM, SAM-HQ, MobileSAM, SAM 2: :mod:`imaging.families`, detected from the tensors) are kept in
+a small per-process LRU keyed by (checkpoint, device): at most ``config.max_loaded_models`` (the setting
+``SAM_MAX_LOADED_MODELS``, default 2) stay loaded; the least recently used one is dropped when another is
+built (threads still holding it finish with it). The classical segmenter is free and not counted. After
 ``fork`` the child starts with an empty registry (``os.register_at_fork``): torch models and their thread
 pools must not be shared across a fork, and a child should load its own copy when it first needs one.
 
@@ -13,12 +17,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imaging.classical import ClassicalSegmenter
-from imaging.errors import SegmenterUnavailable
+from imaging.errors import CheckpointError, SegmenterUnavailable
 from imaging.segmenter import Segmenter
 
 BACKENDS = ("auto", "sam", "classical")
@@ -29,16 +34,86 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt")
 class SegmenterConfig:
     """Which segmenter to use. ``backend``: auto|sam|classical; ``checkpoint``: an explicit SAM checkpoint
     file; ``models_dir``: a folder searched for the newest ``*.pth``/``*.pt`` when ``checkpoint`` is unset;
-    ``device``: torch device for SAM (None → CUDA when available, else CPU)."""
+    ``device``: torch device for SAM (None → CUDA when available, else CPU); ``max_loaded_models``: the bound
+    of the per-process LRU of loaded models (a per-dataset model choice is a config with its ``checkpoint``)."""
 
     backend: str = "auto"
     checkpoint: str | None = None
     models_dir: str | None = None
     device: str | None = None
+    max_loaded_models: int = 2
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if int(self.max_loaded_models) < 1:
+            raise ValueError(f"max_loaded_models must be at least 1, got {self.max_loaded_models!r}")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One checkpoint file, described from its tensors without building a model: ``family`` / ``size`` /
+    ``label`` as :class:`imaging.families.FamilyInfo`, ``fingerprint`` as the segmenter's (the embedding
+    cache key), or ``error`` (then the others are None) for an unreadable or unknown file."""
+
+    path: Path
+    name: str
+    family: str | None
+    size: str | None
+    label: str | None
+    fingerprint: str | None
+    error: str | None = None
+
+
+# The method versions the segmenters put in their fingerprints (kept equal to theirs; tested).
+_FINGERPRINT_PREFIX = {
+    "sam": "sam-v1-fp16",
+    "sam_hq": "samhq-v1-fp16:sam_hq",
+    "mobile_sam": "mobilesam-v1-fp16:mobile_sam",
+    "sam2": "sam2-v1-fp16",
+}
+
+
+def describe_checkpoint(path: str | Path) -> CheckpointInfo:
+    """:class:`CheckpointInfo` for one file (memory-mapped, shapes only; the fingerprint hashes the bytes
+    once per file version). Never raises for a bad file: the error is in ``error``."""
+    from imaging.families import peek_checkpoint
+    from imaging.sam import checkpoint_fingerprint
+
+    p = Path(path)
+    try:
+        info = peek_checkpoint(p)
+        digest = checkpoint_fingerprint(p)
+    except CheckpointError as exc:
+        return CheckpointInfo(p, p.name, None, None, None, None, error=str(exc))
+    except OSError as exc:
+        return CheckpointInfo(
+            p, p.name, None, None, None, None, error=f"cannot read {p.name}: {exc.strerror}"
+        )
+    if info.family == "sam2":
+        fingerprint = f"{_FINGERPRINT_PREFIX['sam2']}:sam{info.config.version}:{info.size}:{digest}"
+    else:
+        fingerprint = f"{_FINGERPRINT_PREFIX[info.family]}:{info.size}:{digest}"
+    return CheckpointInfo(p, p.name, info.family, info.size, info.label, fingerprint)
+
+
+def list_checkpoints(models_dir: str | Path | None) -> list[CheckpointInfo]:
+    """Every ``*.pth``/``*.pt`` directly in ``models_dir``, by name, each described by
+    :func:`describe_checkpoint` (unknown files included, with their ``error``). A missing folder is empty."""
+    if not models_dir:
+        return []
+    try:
+        files = sorted(
+            (
+                p
+                for p in Path(models_dir).iterdir()
+                if p.suffix.lower() in _CHECKPOINT_SUFFIXES and p.is_file()
+            ),
+            key=lambda p: p.name,
+        )
+    except OSError:
+        return []
+    return [describe_checkpoint(p) for p in files]
 
 
 def find_checkpoint(config: SegmenterConfig) -> Path | None:
@@ -59,7 +134,8 @@ def find_checkpoint(config: SegmenterConfig) -> Path | None:
 
 
 _lock = threading.Lock()
-_segmenters: dict[tuple[Any, ...], Segmenter] = {}
+# Least recently used first.
+_segmenters: OrderedDict[tuple[Any, ...], Segmenter] = OrderedDict()
 
 
 def _reset_after_fork() -> None:
@@ -96,15 +172,21 @@ def _key(backend: str, checkpoint: Path | None, device: str | None) -> tuple[Any
 
 
 def get_segmenter(config: SegmenterConfig) -> Segmenter:
-    """The process-wide segmenter for ``config``, built on first use (thread-safe double-checked locking).
+    """The segmenter for ``config``, built on first use (thread-safe double-checked locking) and kept in
+    the per-process LRU (see the module docstring).
 
     Raises :class:`SegmenterUnavailable` (backend "sam" without checkpoint) or :class:`CheckpointError`
-    (unreadable checkpoint; with "auto" too, since silently falling back would hide a broken deployment).
+    (unreadable or unknown checkpoint; with "auto" too, since silently falling back would hide a broken
+    deployment).
     """
     backend, checkpoint = _resolve(config)
     key = _key(backend, checkpoint, config.device)
     segmenter = _segmenters.get(key)
     if segmenter is not None:
+        if backend != "classical":
+            with _lock:
+                if key in _segmenters:
+                    _segmenters.move_to_end(key)
         return segmenter
     with _lock:
         segmenter = _segmenters.get(key)
@@ -112,12 +194,26 @@ def get_segmenter(config: SegmenterConfig) -> Segmenter:
             if backend == "classical":
                 segmenter = ClassicalSegmenter()
             else:
-                from imaging.sam import SamSegmenter  # torch is imported only when SAM is actually used
+                # torch and the family's package are imported only when a model is actually used.
+                from imaging.families import load_segmenter
 
                 assert checkpoint is not None
-                segmenter = SamSegmenter(checkpoint, device=config.device)
+                segmenter = load_segmenter(checkpoint, device=config.device)
             _segmenters[key] = segmenter
+            _evict(keep=int(config.max_loaded_models))
     return segmenter
+
+
+def _evict(*, keep: int) -> None:
+    """Drop the least recently used models beyond ``keep`` (caller holds ``_lock``)."""
+    models = [k for k in _segmenters if k[0] != "classical"]
+    for key in models[: max(0, len(models) - keep)]:
+        del _segmenters[key]
+
+
+def loaded_models() -> list[str]:
+    """Checkpoint paths of the models loaded in this process, least recently used first."""
+    return [k[1] for k in _segmenters if k[0] != "classical"]
 
 
 def reset_segmenters() -> None:
@@ -129,31 +225,48 @@ def reset_segmenters() -> None:
 def segmenter_status(config: SegmenterConfig) -> dict[str, Any]:
     """What ``/health`` reports, without loading a model.
 
-    ``{"backend": "sam"|"classical", "sam_loaded": bool, "model": "vit_b"|...|None, "checkpoint": file name or
-    None, "device": "cpu"|"cuda"}``. ``model`` comes from the loaded model, else from the checkpoint's tensor
-    shapes read through a memory map (no weights are read). A "sam" backend without checkpoint reports
-    ``backend "sam"``, ``checkpoint None`` (get_segmenter will raise).
+    ``{"backend": "sam"|"classical", "sam_loaded": bool, "model": "vit_b"|...|None, "family": "sam"|"sam_hq"|
+    "mobile_sam"|"sam2"|"classical"|None, "label": "SAM vit_b"|...|None, "checkpoint": file name or None,
+    "device": "cpu"|"cuda", "error": message or None}``. ``model`` (the size) and ``family`` come from the
+    loaded model, else from the checkpoint's tensor shapes read through a memory map (no weights are read).
+    An unreadable or unknown checkpoint never raises here: ``error`` says why (health is then degraded). A
+    "sam" backend without checkpoint reports ``backend "sam"``, ``checkpoint None`` and an ``error``.
     """
+    error = None
     try:
         backend, checkpoint = _resolve(config)
-    except SegmenterUnavailable:
-        backend, checkpoint = "sam", None
+    except SegmenterUnavailable as exc:
+        backend, checkpoint, error = "sam", None, str(exc)
     status: dict[str, Any] = {
         "backend": backend,
         "sam_loaded": False,
         "model": None,
+        "family": "classical" if backend == "classical" else None,
+        "label": ClassicalSegmenter.label if backend == "classical" else None,
         "checkpoint": checkpoint.name if checkpoint is not None else None,
         "device": "cpu",
+        "error": error,
     }
     if backend != "sam" or checkpoint is None:
         return status
     loaded = _segmenters.get(_key(backend, checkpoint, config.device))
     if loaded is not None:
-        status.update(sam_loaded=True, model=loaded.model_type, device=loaded.device)
+        status.update(
+            sam_loaded=True,
+            model=loaded.model_type,
+            family=getattr(loaded, "family", "sam"),
+            label=getattr(loaded, "label", None),
+            device=loaded.device,
+        )
         return status
-    from imaging.sam import peek_sam_config, resolve_device
+    from imaging.families import peek_checkpoint
+    from imaging.sam import resolve_device
 
     status["device"] = resolve_device(config.device)
-    peeked = peek_sam_config(checkpoint)
-    status["model"] = peeked.model_type if peeked is not None else None
+    try:
+        peeked = peek_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        status["error"] = str(exc)
+        return status
+    status.update(model=peeked.size, family=peeked.family, label=peeked.label)
     return status

@@ -34,7 +34,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from imaging.errors import CheckpointError
-from imaging.segmenter import Embedding, MaskCandidate, check_prompt
+from imaging.segmenter import Embedding, MaskCandidate, check_box, check_prompt
 
 _PATCH_KEY = "image_encoder.patch_embed.proj.weight"
 _POS_KEY = "image_encoder.pos_embed"
@@ -293,13 +293,20 @@ class SamSegmenter:
     """The SAM backend (see the module docstring). Thread-safe; build one per process (see registry)."""
 
     backend = "sam"
+    family = "sam"
     cacheable = True
 
     def __init__(self, checkpoint_path: str | Path, *, device: str | None = None) -> None:
         self.checkpoint_path = Path(checkpoint_path)
         state_dict = read_state_dict(self.checkpoint_path, mmap=True)
+        # Detection hook: a SAM-HQ / MobileSAM / SAM 2 checkpoint gets a message naming its family (load it
+        # with imaging.families.load_segmenter) instead of a confusing shape mismatch.
+        from imaging.families import refuse_other_family
+
+        refuse_other_family(state_dict, expected="sam", name=self.checkpoint_path.name)
         self.config = infer_sam_config(state_dict)
         self.model_type: str | None = self.config.model_type
+        self.label = f"SAM {self.config.model_type}"
         self.device = resolve_device(device)
         model = build_sam_model(self.config)
         try:
@@ -344,22 +351,30 @@ class SamSegmenter:
     def predict(
         self,
         embedding: Embedding,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
+        point_coords: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        box: Any = None,
         *,
         multimask: bool = True,
     ) -> list[MaskCandidate]:
-        """Masks for a point prompt, as ``SamPredictor.predict`` computes them, best predicted IoU first."""
-        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels)
-        # Same float64 coordinate transform as SamPredictor.predict, then float32 like it.
-        coords_t = self.transform.apply_coords(coords, embedding.original_size)
+        """Masks for a point and/or box prompt (``box`` = ``(x0, y0, x1, y1)`` image pixels), as
+        ``SamPredictor.predict`` computes them, best predicted IoU first."""
+        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels, box)
+        box_arr = check_box(box)
         with torch.inference_mode():
-            coords_torch = torch.as_tensor(coords_t, dtype=torch.float, device=self.device)[None, :, :]
-            labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None, :]
+            points = None
+            if coords.shape[0]:
+                # Same float64 coordinate transform as SamPredictor.predict, then float32 like it.
+                coords_t = self.transform.apply_coords(coords, embedding.original_size)
+                coords_torch = torch.as_tensor(coords_t, dtype=torch.float, device=self.device)[None, :, :]
+                labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None, :]
+                points = (coords_torch, labels_torch)
+            boxes = None
+            if box_arr is not None:
+                box_t = self.transform.apply_boxes(box_arr, embedding.original_size)
+                boxes = torch.as_tensor(box_t, dtype=torch.float, device=self.device)[None, :]
             features = torch.from_numpy(np.ascontiguousarray(embedding.features)).to(self.device).float()
-            sparse, dense = self.model.prompt_encoder(
-                points=(coords_torch, labels_torch), boxes=None, masks=None
-            )
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
             low_res, iou = self.model.mask_decoder(
                 image_embeddings=features,
                 image_pe=self.model.prompt_encoder.get_dense_pe(),
@@ -373,9 +388,21 @@ class SamSegmenter:
             stability = _stability(low_res[0], self.model.mask_threshold)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
         return [
-            MaskCandidate(mask=np.ascontiguousarray(masks[i]), score=float(scores[i]), stability=stability[i])
+            MaskCandidate(
+                mask=np.ascontiguousarray(masks[i]),
+                score=float(scores[i]),
+                stability=stability[i],
+                index=i if multimask else None,
+            )
             for i in order
         ]
+
+    def encode_batch(self, images: list[np.ndarray], *, batch_size: int = 4) -> list[Embedding]:
+        """Encode several images: batched under fp16/bf16 autocast on CUDA, a loop of :meth:`encode` on CPU
+        (see :func:`imaging.sam_like.encode_batch_plain`)."""
+        from imaging.sam_like import encode_batch_plain
+
+        return encode_batch_plain(self, images, batch_size=batch_size)
 
 
 def _stability(low_res: torch.Tensor, threshold: float, offset: float = 1.0) -> list[float]:

@@ -1,13 +1,15 @@
 """The segmenter interface shared by the SAM and classical backends.
 
 A segmenter turns an image into an :class:`Embedding` once (the expensive step, cached on disk for SAM) and
-then answers any number of point prompts on it with :class:`MaskCandidate` values. The embedding carries
+then answers any number of prompts (points, a box, or both) on it with :class:`MaskCandidate` values. The embedding carries
 everything prediction needs (features plus the original and model-input sizes), so prediction never relies
 on state left behind by a previous ``encode`` — which is what makes the segmenters thread-safe.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -20,19 +22,27 @@ class Embedding:
     """An encoded image.
 
     ``features``: SAM: the image-encoder output ``1 x C x 64 x 64`` as float16 (the stored form; prediction
-    uses it as given, so a cached re-run is bit-identical to the first run). Classical: the downscaled RGB
-    image. ``original_size`` is ``(h, w)`` of the source image; ``input_size`` is ``(h, w)`` after the
-    backend's resize (SAM: ResizeLongestSide to 1024). ``fingerprint`` identifies the segmenter that made it.
+    uses it as given, so a cached re-run is bit-identical to the first run). The other families store a mapping
+    of named float16 arrays instead (MobileSAM: ``image_embed``; SAM-HQ: ``image_embed`` + ``interm``; SAM 2:
+    ``image_embed`` + ``high_res_0`` + ``high_res_1``), which the embedding cache stores and reloads as is. Classical: the downscaled RGB image.
+    ``original_size`` is ``(h, w)`` of the source image; ``input_size`` is ``(h, w)`` after the backend's
+    resize (SAM: ResizeLongestSide to 1024). ``fingerprint`` identifies the segmenter that made it.
     """
 
-    features: np.ndarray
+    features: np.ndarray | Mapping[str, np.ndarray]
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     fingerprint: str
 
     @property
     def nbytes(self) -> int:
-        return int(self.features.nbytes)
+        return sum(int(a.nbytes) for a in self.arrays().values())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The features as named arrays: a plain array is ``{"features": array}``."""
+        if isinstance(self.features, Mapping):
+            return dict(self.features)
+        return {"features": self.features}
 
 
 @dataclass(frozen=True)
@@ -40,11 +50,15 @@ class MaskCandidate:
     """One predicted mask: ``mask`` is bool ``HxW`` at the original image size; ``score`` is the backend's
     quality estimate (SAM: predicted IoU; classical: boundary contrast, see :mod:`imaging.classical`).
     ``stability`` is the stability score of the mask logits (``imaging.annotations.stability_score``; SAM: of
-    the decoder's low-resolution logits), None for a backend without logits (classical)."""
+    the decoder's low-resolution logits), None for a backend without logits (classical). ``index`` is the
+    candidate's position in the model's own output (SAM's three mask tokens, the classical small/medium/large
+    priors), which is stable across images, unlike the score order; None when the backend gave one mask only
+    (single-mask output, SAM-HQ's fused mask)."""
 
     mask: np.ndarray
     score: float
     stability: float | None = None
+    index: int | None = None
 
     @property
     def area(self) -> int:
@@ -71,13 +85,18 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 class Segmenter(Protocol):
     """What the rest of the product needs from a segmentation backend.
 
-    ``backend`` is "sam" or "classical"; ``fingerprint`` changes whenever the weights or the method change
-    and is stable across processes (it keys the embedding cache); ``cacheable`` says whether embeddings are
-    worth storing on disk; ``encode_calls`` counts calls to :meth:`encode` (tests and the job runner use it).
-    Implementations are safe to call from several threads.
+    ``backend`` is "sam" (every model family) or "classical"; ``family`` is "sam", "sam_hq", "mobile_sam",
+    "sam2" or "classical"; ``model_type`` is the size ("vit_b", "vit_tiny", "hiera_tiny", "custom", None for
+    classical) and ``label`` the name shown to people ("SAM vit_b", "SAM 2.1 hiera_tiny"); ``fingerprint``
+    changes whenever the weights or the method change, names the family and size, and is stable across
+    processes (it keys the embedding cache); ``cacheable`` says whether embeddings are worth storing on disk;
+    ``encode_calls`` counts calls to :meth:`encode` (tests and the job runner use it). Implementations are
+    safe to call from several threads.
     """
 
     backend: str
+    family: str
+    label: str
     fingerprint: str
     model_type: str | None
     device: str
@@ -91,27 +110,106 @@ class Segmenter(Protocol):
     def predict(
         self,
         embedding: Embedding,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
+        point_coords: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        box: Sequence[float] | np.ndarray | None = None,
         *,
         multimask: bool = True,
     ) -> list[MaskCandidate]:
         """Masks for pixel ``point_coords`` (Nx2, x then y, original image pixels) and ``point_labels``
-        (N, 1 positive / 0 negative): up to 3 candidates, best score first."""
+        (N, 1 positive / 0 negative) and/or a ``box`` ``(x0, y0, x1, y1)`` in original image pixels (points
+        may be empty or None when a box is given): up to 3 candidates, best score first."""
         ...
 
 
+def encode_batch(
+    segmenter: Segmenter, images: Sequence[np.ndarray], *, batch_size: int = 4
+) -> list[Embedding]:
+    """Embeddings of ``images`` in order: the segmenter's own ``encode_batch`` when it has one (SAM families:
+    batched with autocast on CUDA, a plain loop on CPU), else ``encode`` per image (classical)."""
+    batched = getattr(segmenter, "encode_batch", None)
+    if batched is not None:
+        return batched(list(images), batch_size=batch_size)
+    return [segmenter.encode(rgb) for rgb in images]
+
+
+def check_box(box: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
+    """A box prompt ``(x0, y0, x1, y1)`` in image pixels as float32 ``(4,)`` with ``x0 <= x1``, ``y0 <= y1``
+    (corners given in any order are sorted, as a drag may go either way), or None for no box. Raises
+    ValueError for anything but four finite numbers."""
+    if box is None:
+        return None
+    try:
+        values = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)]
+    except (TypeError, ValueError):
+        raise ValueError("a box is four numbers x0, y0, x1, y1") from None
+    if len(values) != 4:
+        raise ValueError(f"a box is four numbers x0, y0, x1, y1, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("box coordinates must be finite numbers")
+    x0, y0, x1, y1 = values
+    return np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], dtype=np.float32)
+
+
 def check_prompt(
-    embedding: Embedding, fingerprint: str, point_coords: np.ndarray, point_labels: np.ndarray
+    embedding: Embedding,
+    fingerprint: str,
+    point_coords: np.ndarray | None,
+    point_labels: np.ndarray | None,
+    box: Sequence[float] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a prediction request: the embedding must come from the segmenter with ``fingerprint``, and the
-    prompt is normalised to ``(float32 Nx2, int32 N)`` with at least one point."""
+    prompt is normalised to ``(float32 Nx2, int32 N)``. At least one point is required unless a valid
+    ``box`` is given (then the arrays may be empty; get the box itself from :func:`check_box`)."""
     if embedding.fingerprint != fingerprint:
         raise ValueError("the embedding was made by a different segmenter")
-    coords = np.asarray(point_coords, dtype=np.float32).reshape(-1, 2)
-    labels = np.asarray(point_labels, dtype=np.int32).reshape(-1)
-    if coords.shape[0] == 0:
+    has_box = check_box(box) is not None
+    coords = np.asarray([] if point_coords is None else point_coords, dtype=np.float32).reshape(-1, 2)
+    labels = np.asarray([] if point_labels is None else point_labels, dtype=np.int32).reshape(-1)
+    if coords.shape[0] == 0 and not has_box:
         raise ValueError("at least one point is required")
     if coords.shape[0] != labels.shape[0]:
         raise ValueError(f"{coords.shape[0]} points but {labels.shape[0]} labels")
     return coords, labels
+
+
+#: The values a template's ``mask_choice`` may take besides "best": SAM's three multimask outputs.
+MASK_CHOICE_INDEXES = (0, 1, 2)
+
+
+def parse_mask_choice(value: object) -> str | int:
+    """Validate a template's ``mask_choice``: ``"best"`` (None and "" mean it too) or a candidate index 0..2
+    (an int or its decimal string). Raises ValueError naming the allowed values."""
+    if value is None or value == "" or value == "best":
+        return "best"
+    if isinstance(value, bool):
+        raise ValueError("mask_choice must be 'best' or 0, 1, 2")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int | np.integer) and int(value) in MASK_CHOICE_INDEXES:
+        return int(value)
+    raise ValueError(f"mask_choice must be 'best' or 0, 1, 2, got {value!r}")
+
+
+def choose_candidate(candidates: Sequence[MaskCandidate], mask_choice: object = "best") -> MaskCandidate:
+    """The candidate a template's ``mask_choice`` designates.
+
+    ``"best"``: the highest score (ties: lowest index, as the segmenters sort). An index ``i``: the candidate
+    whose :attr:`MaskCandidate.index` is ``i`` — SAM's outputs are ordered by granularity, so the same index
+    picks the same kind of mask on every image. When the segmenter produced no candidate with that index
+    (single-mask output, SAM-HQ's one fused mask) the best candidate is used. Raises ValueError for an invalid
+    ``mask_choice`` or no candidates.
+    """
+    choice = parse_mask_choice(mask_choice)
+    if not candidates:
+        raise ValueError("no mask candidates to choose from")
+    best = min(
+        range(len(candidates)),
+        key=lambda i: (-candidates[i].score, candidates[i].index if candidates[i].index is not None else i),
+    )
+    if choice == "best":
+        return candidates[best]
+    for candidate in candidates:
+        if candidate.index == choice:
+            return candidate
+    return candidates[best]

@@ -39,8 +39,11 @@ def test_auto_without_checkpoint_is_classical(tmp_path):
         "backend": "classical",
         "sam_loaded": False,
         "model": None,
+        "family": "classical",
+        "label": "Classical (GrabCut)",
         "checkpoint": None,
         "device": "cpu",
+        "error": None,
     }
 
 
@@ -89,8 +92,11 @@ def test_auto_with_checkpoint_loads_sam_lazily_once(tmp_path, tiny_ckpt):
         "backend": "sam",
         "sam_loaded": False,
         "model": "custom",
+        "family": "sam",
+        "label": "SAM custom",
         "checkpoint": "sam_tiny.pth",
         "device": "cpu",
+        "error": None,
     }
     assert not registry._segmenters
 
