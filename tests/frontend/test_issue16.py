@@ -4,7 +4,6 @@ names for people, grayscale notes, one-tab-stop reference strip, slug ZIP names.
 from __future__ import annotations
 
 import re
-from unittest import mock
 
 import pytest
 from django.urls import reverse
@@ -16,20 +15,15 @@ pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
-def test_live_item_fragments_carry_the_parameters_card_with_every_figure(
-    alice_dataset, alice_template, django_capture_on_commit_callbacks
-):
+@pytest.mark.django_db(transaction=True)
+def test_live_item_fragments_carry_the_parameters_card_with_every_figure(alice_dataset, alice_template):
     from datasets.jobs.services import job_create
     from datasets.models import GenerationJob
     from frontend import live
+    from tests.frontend.test_live import _page_events
 
-    sent = []
-    with (
-        mock.patch("frontend.live.send_event", side_effect=lambda *a, **k: sent.append(a)),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
-    items = [a[2] for a in sent if a[1] == "html-item"]
+    job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
+    items = [html for name, _, html in _page_events(job) if name == "html-item"]
     assert len(items) == 3 and all('id="job-params"' in html for html in items)
     # Each item event re-renders the card from the job row as it is then: replay the row's states.
     job = GenerationJob.objects.select_related("dataset").get(pk=job.pk)

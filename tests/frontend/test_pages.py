@@ -420,7 +420,7 @@ def test_generate_refused_shows_message(alice_client, alice_dataset, alice_templ
 
 
 def test_running_job_page_connects_to_its_stream(alice_client, alice_dataset, alice_template, settings):
-    from datasets.jobs.events import job_page_channel
+    from datasets.jobs.events import job_channel
     from datasets.jobs.services import job_create
 
     settings.JOB_RUNNER = "embedded"
@@ -430,7 +430,7 @@ def test_running_job_page_connects_to_its_stream(alice_client, alice_dataset, al
         job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
     body = alice_client.get(reverse("ui-job", args=[job.public_id])).content.decode()
     assert (
-        f'sse-connect="{reverse("ui-job-events", args=[job.public_id])}?lastEventId={job_page_channel(job.id)}%3A'
+        f'sse-connect="{reverse("ui-job-events", args=[job.public_id])}?lastEventId={job_channel(job.id)}%3A'
         in body
     )
     assert 'sse-swap="html-status,html-item,html-done"' in body

@@ -338,9 +338,11 @@ def test_grayscale_and_colour_photos_mix_in_one_job_with_webp(alice, make_photo_
             assert decode_image(handle.read()).format == "WEBP"
 
 
-def test_duplicate_photo_content_across_datasets_shares_one_embedding(
-    alice, bob, small_photos, run_jobs, use_tiny_sam
+def test_duplicate_photo_content_across_datasets_shares_one_embedding_but_reports_it_per_owner(
+    alice, bob, small_photos, run_jobs, use_tiny_sam, monkeypatch
 ):
+    """The same bytes are encoded once for everyone (the cache is content-addressed); what a job reports is
+    per owner, so bob's figures never reveal that alice has the same photo."""
     from tests.factories import DatasetFactory
 
     mine = DatasetFactory(owner=alice)
@@ -349,6 +351,14 @@ def test_duplicate_photo_content_across_datasets_shares_one_embedding(
     store_image(theirs, "b.png", small_photos["coffee"])
     add_templates(mine, 1)
     add_templates(theirs, 1)
+    from imaging.sam import SamSegmenter
+
+    encodes = []
+    real_encode = SamSegmenter.encode
+    monkeypatch.setattr(SamSegmenter, "encode", lambda self, rgb: encodes.append(1) or real_encode(self, rgb))
     first = _run(run_jobs, dataset=mine, owner=alice)
     second = _run(run_jobs, dataset=theirs, owner=bob)
-    assert (first.encoder_calls, second.encoder_calls, second.cache_hits) == (1, 0, 1)
+    assert len(encodes) == 1  # one encoder pass in all
+    assert (first.encoder_calls, second.encoder_calls, second.cache_hits) == (1, 1, 0)
+    third = _run(run_jobs, dataset=theirs, owner=bob)  # bob's own earlier run: a hit he may be told about
+    assert (third.encoder_calls, third.cache_hits) == (0, 1)

@@ -40,7 +40,7 @@ def test_each_entry_matches_the_manifest_and_the_variant_rows(alice, alice_api, 
 
     assert response["Content-Type"] == "application/zip"
     assert int(response["Content-Length"]) == len(body)
-    assert response["Content-Disposition"] == f'attachment; filename="Photos-{job.id.hex[:8]}.zip"'
+    assert response["Content-Disposition"] == f'attachment; filename="photos-{job.id.hex[:8]}.zip"'
     assert archive.testzip() is None
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["job"]["id"] == job.id.hex and manifest["job"]["compose"] == "each"
@@ -115,7 +115,7 @@ def test_names_are_sanitised_and_unique(alice, alice_api, run_jobs):
             "manifest.json",
         ]
     )
-    assert response["Content-Disposition"].startswith('attachment; filename="Odd _ names-')
+    assert response["Content-Disposition"].startswith('attachment; filename="odd-names-')  # a slug
     assert sanitize_name("../../etc/passwd") == "etc_passwd"
     assert sanitize_name("???") == "file"
 
