@@ -214,4 +214,4 @@ def test_the_job_page_shows_the_queue_position_while_a_job_waits(alice, alice_cl
     job_create(dataset=_dataset(bob, 1, "ahead"), owner=bob)
     mine = job_create(dataset=_dataset(alice, 1, "page"), owner=alice)
     page = alice_client.get(reverse("ui-job", args=[mine.public_id])).content.decode()
-    assert 'id="job-queue-position"' in page and "2 turns before it starts" in page
+    assert 'id="job-queue-position"' in page and "position 2 in the queue" in page
