@@ -25,7 +25,7 @@ import numpy as np
 from imaging.codecs import DecodedImage
 from imaging.edits import Edits, apply_edits
 from imaging.points import Point, denormalize
-from imaging.segmenter import Embedding, Segmenter
+from imaging.segmenter import Embedding, Segmenter, predict_best_many
 
 COMPOSE_MODES = ("stack", "each")
 #: The component id used for template masks in the dataset flows (EDITS.md: one component, id 1).
@@ -93,16 +93,18 @@ def segment_templates(
     height: int,
 ) -> list[TemplateMask]:
     """The best-scoring mask of each template's points on this image (points denormalised to
-    ``width`` x ``height``). Raises ValueError for a template without any point."""
-    results = []
+    ``width`` x ``height``), all templates in one :func:`~imaging.segmenter.predict_best_many` call (only
+    the chosen candidates are upsampled). Raises ValueError for a template without any point."""
+    prompts = []
     for template in templates:
         if not template.points:
             raise ValueError(f"template {template.name!r} has no points")
-        coords, labels = denormalize(template.points, width, height)
-        candidates = segmenter.predict(embedding, coords, labels, multimask=True)
-        best = max(candidates, key=lambda c: c.score)  # candidates are sorted, but do not rely on it
-        results.append(TemplateMask(template_id=template.id, mask=best.mask, score=float(best.score)))
-    return results
+        prompts.append(denormalize(template.points, width, height))
+    best = predict_best_many(segmenter, embedding, prompts, multimask=True)
+    return [
+        TemplateMask(template_id=template.id, mask=candidate.mask, score=float(candidate.score))
+        for template, candidate in zip(templates, best, strict=True)
+    ]
 
 
 def _ordered(templates: Sequence[TemplateSpec]) -> list[TemplateSpec]:

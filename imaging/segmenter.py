@@ -8,6 +8,7 @@ on state left behind by a previous ``encode`` — which is what makes the segmen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -96,6 +97,28 @@ class Segmenter(Protocol):
         """Masks for pixel ``point_coords`` (Nx2, x then y, original image pixels) and ``point_labels``
         (N, 1 positive / 0 negative): up to 3 candidates, best score first."""
         ...
+
+
+def predict_best_many(
+    segmenter: Segmenter,
+    embedding: Embedding,
+    prompts: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    multimask: bool = True,
+) -> list[MaskCandidate]:
+    """The best-scoring candidate of each ``(point_coords, point_labels)`` prompt on one embedding.
+
+    Uses the backend's own ``predict_best_many`` when it has one (SAM: the chosen mask only is upsampled to
+    full size); otherwise ``predict`` per prompt and the first candidate of highest score. Either way the
+    result of prompt ``i`` is that of ``max(segmenter.predict(...), key=score)`` for it alone.
+    """
+    own = getattr(segmenter, "predict_best_many", None)
+    if own is not None:
+        return own(embedding, prompts, multimask=multimask)
+    return [
+        max(segmenter.predict(embedding, coords, labels, multimask=multimask), key=lambda c: c.score)
+        for coords, labels in prompts
+    ]
 
 
 def check_prompt(
