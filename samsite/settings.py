@@ -137,6 +137,8 @@ SAM_BACKEND = env_choice("SAM_BACKEND", "auto", ["auto", "sam", "classical"])
 SAM_CHECKPOINT = env_str("SAM_CHECKPOINT") or None
 SAM_MODELS_DIR = Path(env_str("SAM_MODELS_DIR") or BASE_DIR / "models")
 SAM_DEVICE = env_str("SAM_DEVICE") or None
+# Load the segmenter in a background thread when the web process starts (/health: model_state).
+SAM_PRELOAD = env_bool("SAM_PRELOAD", not TESTING)
 EMBED_CACHE_DIR = Path(env_str("EMBED_CACHE_DIR") or VAR_DIR / "embeddings")
 EMBED_CACHE_MB = env_int("EMBED_CACHE_MB", 2048, minimum=1)
 
