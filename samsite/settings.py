@@ -143,6 +143,14 @@ EMBED_CACHE_DIR = Path(env_str("EMBED_CACHE_DIR") or VAR_DIR / "embeddings")
 EMBED_CACHE_MB = env_int("EMBED_CACHE_MB", 2048, minimum=1)
 
 # --- Jobs ----------------------------------------------------------------------------------------------
+# The seed API's apply_stream encodes its events like the old server did by default: WebP at quality 88,
+# longest side at most 1600 px (0: full size). A request's own "format" wins; stored jobs stay full size.
+SEED_OUTPUT_FORMAT = env_choice("SEED_OUTPUT_FORMAT", "webp", ["png", "jpeg", "webp"])
+SEED_OUTPUT_QUALITY = env_int("SEED_OUTPUT_QUALITY", 88, minimum=1)
+if SEED_OUTPUT_QUALITY > 100:
+    raise ImproperlyConfigured(f"SEED_OUTPUT_QUALITY must be 1..100; got {SEED_OUTPUT_QUALITY}")
+SEED_MAX_SIDE = env_int("SEED_MAX_SIDE", 1600, minimum=0)
+
 JOB_RUNNER = env_choice("JOB_RUNNER", "embedded", ["embedded", "celery", "inline"])
 REDIS_URL = env_str("REDIS_URL") or None
 CELERY_BROKER_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
