@@ -162,10 +162,10 @@ def run_baseline(segmenter, photos, points, sampler) -> dict:
 
 
 def run_job(dataset, owner, templates, edits: dict, sampler, rss_trace: list | None = None) -> dict:
-    from datasets import runner
+    from datasets.jobs import runners as runner
+    from datasets.jobs.services import job_create
+    from datasets.jobs.signals import job_event
     from datasets.models import GenerationJob
-    from datasets.services.jobs import job_create
-    from datasets.signals import job_event
 
     def on_item(sender, job, event_type, payload, **kwargs):
         if event_type == "item" and rss_trace is not None:

@@ -17,6 +17,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from datasets.image_io import decode_stored_image
+from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
 from datasets.segmentation import app_segmenter_status
 from datasets.selectors import (
@@ -50,7 +51,6 @@ from imaging.pipeline import TemplateSpec
 from samsite.errors import ServiceError
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import edits_from_input, points_from_input
-from templates_app.specs import spec_for_template
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
 

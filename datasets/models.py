@@ -40,6 +40,11 @@ def variant_upload_to(instance: Variant, filename: str) -> str:
 class Dataset(BaseModel):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)
+    checkpoint = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="File name of the SAM checkpoint (in SAM_MODELS_DIR) this dataset uses; blank: the site's.",
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -88,6 +93,7 @@ class JobStatus(models.TextChoices):
 class ComposeMode(models.TextChoices):
     STACK = "stack", "stack: one variant per image, templates layered"
     EACH = "each", "each: one variant per image and template"
+    ANNOTATE = "annotate", "annotate: masks and annotations only, no edited images"
 
 
 class OutputFormat(models.TextChoices):
@@ -124,7 +130,7 @@ class GenerationJob(BaseModel):
     status = models.CharField(
         max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
     )
-    compose = models.CharField(max_length=5, choices=ComposeMode.choices, default=ComposeMode.STACK)
+    compose = models.CharField(max_length=8, choices=ComposeMode.choices, default=ComposeMode.STACK)
     output_format = models.CharField(max_length=4, choices=OutputFormat.choices, default=OutputFormat.PNG)
     export_mask = models.BooleanField(default=False)
     source = models.CharField(max_length=4, choices=JobSource.choices, default=JobSource.API)
@@ -185,8 +191,11 @@ class ItemStatus(models.TextChoices):
 
 
 class JobItem(BaseModel):
-    """One image of a job. Transitions: pending -> running -> succeeded | failed | skipped;
-    running -> pending when a dead runner's work is reclaimed; failed -> pending on retry."""
+    """One image of a job. Transitions: pending -> running (claimed: ``worker`` holds a lease until
+    ``lease_expires_at``, renewed by heartbeats) -> succeeded | failed | skipped; running -> pending when its
+    worker releases it (cancel, shutdown) or it is reclaimed after its lease expired (the worker died);
+    failed -> pending on retry. Every write of a running item is fenced on ``worker``, which afterwards says
+    who ran it."""
 
     DONE = (ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.SKIPPED)
 
@@ -198,11 +207,18 @@ class JobItem(BaseModel):
     error = models.TextField(blank=True)
     ms = models.PositiveIntegerField(null=True, blank=True)
     cache_hit = models.BooleanField(default=False)
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="Who holds the lease (host:pid:nonce:thread)."
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["job", "index"]
         constraints = [models.UniqueConstraint(fields=["job", "image"], name="jobitem_unique_image")]
-        indexes = [models.Index(fields=["job", "status", "index"], name="jobitem_job_status")]
+        indexes = [
+            models.Index(fields=["job", "status", "index"], name="jobitem_job_status"),
+            models.Index(fields=["status", "lease_expires_at"], name="jobitem_status_lease"),
+        ]
 
     def __str__(self) -> str:
         return f"item {self.index} of {self.job_id}"
@@ -221,6 +237,7 @@ class Variant(BaseModel):
         "templates_app.Template", on_delete=models.SET_NULL, null=True, blank=True, related_name="variants"
     )
     template_key = models.CharField(max_length=32)
+    template_ids = models.JSONField(default=list, help_text="Hex ids of the templates applied, in order.")
     template_names = models.JSONField(default=list, help_text="Names of the templates applied, in order.")
     file = models.FileField(upload_to=variant_upload_to, max_length=255)
     mask_file = models.FileField(upload_to=variant_upload_to, max_length=255, blank=True)
@@ -240,3 +257,19 @@ class Variant(BaseModel):
 
     def __str__(self) -> str:
         return f"variant {self.image_id}/{self.template_key}"
+
+
+class SchedulerTurn(models.Model):
+    """When a user's work was last handed to a worker: the round-robin between users reads and bumps it.
+
+    Workers claim the next chunk from the user whose turn is oldest (never served first), so one user's large
+    job never holds back another user's small one by more than a chunk, whatever the number of workers.
+    """
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="scheduler_turn"
+    )
+    last_claimed_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"turn of {self.owner_id} at {self.last_claimed_at:%Y-%m-%d %H:%M:%S}"

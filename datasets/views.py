@@ -16,7 +16,7 @@ from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
-from datasets.downloads import file_chunks, stream_response
+from datasets.jobs.downloads import file_chunks, stream_response
 from datasets.models import DatasetImage
 from datasets.selectors import image_get_for_user
 from datasets.serializers import ErrorSerializer

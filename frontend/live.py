@@ -1,20 +1,24 @@
-"""HTML fragments for the job page, sent on the job's page channel (``jobpage-<hex>``).
+"""The job page's live stream: the job's JSON events, rendered into HTML fragments here, in the web process.
 
-``datasets.signals.job_event`` fires after commit for every ``status``, ``item`` and ``done`` event. For each
-we render out-of-band fragments (``hx-swap-oob``) keyed by element id and send them as ``html-<type>`` on the
-page channel (``json_encode=False``), which has its own ``lastEventId`` sequence; API clients of the JSON
-channel never see markup. Fragments replace elements by id, so a replayed event (page render raced an event)
-is harmless.
+Workers (the embedded thread, Celery workers on other machines) only emit the typed JSON events of
+``datasets.jobs.events``. The page's SSE endpoint relays the job's stored events (``datasets.jobs.relay``: woken
+by this process's pushes or by Redis, never polling) and renders each into out-of-band fragments
+(``hx-swap-oob``) keyed by element id, sent as ``html-<type>`` with the JSON event's own id, so the page resumes
+with the same ``lastEventId`` sequence as API clients. Fragments replace elements by id, so a replayed event (the
+page render raced an event) is harmless. Fragments show the job's state at render time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
+from asgiref.sync import sync_to_async
 from django.template.loader import render_to_string
-from django_eventstream import send_event
+from django_eventstream.utils import sse_encode_event
 
-from datasets.events import EVENT_DONE, EVENT_ITEM, EVENT_STATUS, job_page_channel
+from datasets.jobs.events import EVENT_DONE, EVENT_ITEM, EVENT_STATUS, job_channel
+from datasets.jobs.relay import StoredEvent, relay_events
 from datasets.models import GenerationJob, ItemStatus
 from datasets.selectors import job_items
 from frontend import presenters
@@ -83,18 +87,38 @@ def render_done(job: GenerationJob) -> str:
     )
 
 
-def on_job_event(sender, *, job: GenerationJob, event_type: str, payload: dict, **kwargs) -> None:
-    """Receiver of ``datasets.signals.job_event``: render and send the page's fragment for this event."""
-    try:
-        fresh = GenerationJob.objects.select_related("dataset").get(pk=job.pk)
-    except GenerationJob.DoesNotExist:
-        return
-    if event_type == EVENT_STATUS:
-        html = render_status(fresh)
-    elif event_type == EVENT_ITEM:
-        html = render_item(fresh, payload)
-    elif event_type == EVENT_DONE:
-        html = render_done(fresh)
-    else:
-        return
-    send_event(job_page_channel(fresh.id), HTML_EVENT_PREFIX + event_type, html, json_encode=False)
+def render_event(job_id, event: StoredEvent) -> str | None:
+    """The page's fragments for one stored JSON event of the job (None for an event the page ignores)."""
+    fresh = GenerationJob.objects.select_related("dataset").filter(pk=job_id).first()
+    if fresh is None:
+        return None
+    if event.type == EVENT_STATUS:
+        return render_status(fresh)
+    if event.type == EVENT_ITEM:
+        return render_item(fresh, event.payload)
+    if event.type == EVENT_DONE:
+        return render_done(fresh)
+    return None
+
+
+_OPEN = ":" + " " * 2048 + "\n\nevent: stream-open\ndata:\n\n"
+_KEEPALIVE = "event: keep-alive\ndata:\n\n"
+
+
+async def page_event_stream(job_id, *, after: int) -> AsyncIterator[str]:
+    """The SSE body of the job page: ``html-status`` / ``html-item`` / ``html-done`` after event ``after``."""
+    render = sync_to_async(render_event, thread_sensitive=False)
+    yield _OPEN
+    async for event in relay_events(job_channel(job_id), after=after):
+        if event is None:
+            yield _KEEPALIVE
+            continue
+        try:
+            html = await render(job_id, event)
+        except Exception:  # a template bug must not end the stream; the next event renders the state again
+            logger.exception("could not render the %s event of job %s", event.type, job_id)
+            continue
+        if html is not None:
+            yield sse_encode_event(
+                HTML_EVENT_PREFIX + event.type, html, event_id=event.event_id, json_encode=False
+            )

@@ -17,10 +17,12 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_eventstream.views import events as eventstream_events
 from django_htmx.http import HttpResponseClientRedirect
 
-from datasets.events import job_last_event_id, job_page_channel
+from datasets.jobs.events import job_channel, job_last_event_id, sse_response
+from datasets.jobs.relay import parse_event_id
+from datasets.jobs.services import job_cancel, job_create, job_retry_failed
+from datasets.jobs.snapshots import spec_for_template
 from datasets.models import ImageClass
 from datasets.selectors import (
     dataset_get_for_user,
@@ -32,9 +34,8 @@ from datasets.selectors import (
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class, images_upload
-from datasets.services.jobs import job_cancel, job_create, job_retry_failed
 from datasets.services.previews import edit_preview, segment_preview
-from frontend import presenters
+from frontend import live, presenters
 from frontend.forms import (
     DatasetNameForm,
     GenerateForm,
@@ -47,7 +48,6 @@ from imaging.errors import EditValidationError, ImagingError, SegmenterUnavailab
 from samsite.errors import ServiceError
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import points_from_input, template_create, template_delete, template_update
-from templates_app.specs import spec_for_template
 
 logger = logging.getLogger(__name__)
 
@@ -510,7 +510,7 @@ def job_detail(request, job_id):
     job = job_get_for_user(user=request.user, job_id=job_id)
     # The event id first, then the state: an event in between is replayed (tiles are swapped by id, so a
     # replay is harmless), never lost.
-    last_event_id = job_last_event_id(job, channel=job_page_channel(job.id))
+    last_event_id = job_last_event_id(job)
     job.refresh_from_db()
     context = presenters.workspace_context(job.dataset, step="jobs")
     context.update(presenters.job_context(job))
@@ -550,9 +550,9 @@ def job_retry_view(request, job_id):
 
 @login_required
 def job_events(request, job_id):
-    """The job page's SSE stream (session auth): the job's HTML-fragment channel, with ``lastEventId``.
-
-    The ownership accessor runs first (404 for a foreign job); the channel manager checks it again.
-    """
+    """The job page's SSE stream (session auth): the job's events after ``lastEventId`` (query or header),
+    rendered as HTML fragments by ``frontend.live``. The ownership accessor runs first (404 for a foreign job)."""
     job = job_get_for_user(user=request.user, job_id=job_id)
-    return eventstream_events(request, channels=[job_page_channel(job.id)])
+    last = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+    after = parse_event_id(last, job_channel(job.id))
+    return sse_response(request, live.page_event_stream(job.id, after=after))

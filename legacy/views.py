@@ -25,12 +25,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from datasets.image_io import decode_stored_image, read_file_bytes
+from datasets.jobs.services import job_create
+from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, ImageClass, JobSource, OutputFormat
 from datasets.segmentation import app_segmenter, app_segmenter_status, embedding_cache
 from datasets.selectors import image_list_for_dataset
 from datasets.services.datasets import dataset_create, dataset_delete
 from datasets.services.images import images_upload
-from datasets.services.jobs import job_create
 from datasets.services.previews import (
     PrewarmProgress,
     edit_preview,
@@ -57,7 +58,6 @@ from samsite.errors import ServiceError
 from templates_app.models import Template
 from templates_app.selectors import template_list_for_dataset
 from templates_app.services import points_from_input, template_create
-from templates_app.specs import spec_for_template
 
 #: Upload errors whose old wire form is the message itself (``{"error": "max_images_exceeded:12/10"}``).
 _MESSAGE_AS_CODE = frozenset({"no_files", "max_images_exceeded", "zip_error"})

@@ -11,7 +11,7 @@ django_asgi_app = get_asgi_application()
 application = ProtocolTypeRouter({"http": django_asgi_app})
 
 # The embedded job runner (JOB_RUNNER=embedded) starts with the server: it resumes orphaned and queued jobs.
-from datasets.runner import start_server_runner  # noqa: E402
+from datasets.jobs.runners import start_server_runner  # noqa: E402
 
 start_server_runner()
 

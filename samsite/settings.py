@@ -152,14 +152,33 @@ if SEED_OUTPUT_QUALITY > 100:
 SEED_MAX_SIDE = env_int("SEED_MAX_SIDE", 1600, minimum=0)
 
 JOB_RUNNER = env_choice("JOB_RUNNER", "embedded", ["embedded", "celery", "inline"])
+#: Items a worker claims at once, and how long its lease on them lasts without a heartbeat (one per image).
+JOB_CHUNK_SIZE = env_int("JOB_CHUNK_SIZE", 4, minimum=1)
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300, minimum=1)
+#: ``fair``: round-robin between users, then oldest job first; ``fifo``: oldest job first (a benchmark baseline).
+JOB_SCHEDULING = env_choice("JOB_SCHEDULING", "fair", ["fair", "fifo"])
+#: Per-user limits on work waiting or running; job creation answers 429 beyond them.
+MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 3, minimum=1)
+MAX_QUEUED_ITEMS_PER_USER = env_int("MAX_QUEUED_ITEMS_PER_USER", 5000, minimum=1)
 REDIS_URL = env_str("REDIS_URL") or None
-CELERY_BROKER_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "redis://127.0.0.1:6379/0"
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+#: Redis redelivers an unacknowledged task after this; it must exceed the longest chunk (acks_late).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 4 * 3600, minimum=60)
+}
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE") or "samgen"
+#: torch intra-op threads of each worker process (several processes on one machine share its cores).
+WORKER_TORCH_THREADS = env_int("WORKER_TORCH_THREADS", 1, minimum=1)
 
 # --- Live events (django-eventstream) ------------------------------------------------------------------
-EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
-EVENTSTREAM_CHANNELMANAGER_CLASS = "datasets.events.JobChannelManager"
+EVENTSTREAM_STORAGE_CLASS = "datasets.jobs.events.JobEventStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "datasets.jobs.events.JobChannelManager"
+#: Open live event streams (API and pages together) a user may hold at once; a crashed process's count expires.
+SSE_MAX_CONNECTIONS_PER_USER = env_int("SSE_MAX_CONNECTIONS_PER_USER", 20, minimum=1)
+SSE_SLOT_TTL_SECONDS = env_int("SSE_SLOT_TTL_SECONDS", 6 * 3600, minimum=60)
 if REDIS_URL:
     # Workers in other processes (Celery) publish through Redis so every web process's listeners hear them.
     from urllib.parse import urlsplit as _urlsplit

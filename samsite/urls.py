@@ -14,7 +14,7 @@ urlpatterns = [
     # The seed-compatible endpoints come first: /api/sam/... must not fall into the REST router.
     path("", include("legacy.urls")),
     path("api/", include("datasets.urls")),
-    path("api/", include("datasets.job_urls")),
+    path("api/", include("datasets.jobs.urls")),
     path("api/", include("templates_app.urls")),
     path("", include("frontend.urls")),
 ]

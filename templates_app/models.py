@@ -34,6 +34,17 @@ class Template(BaseModel):
         DatasetImage, on_delete=models.SET_NULL, null=True, blank=True, related_name="reference_for"
     )
     points = models.JSONField(validators=[validate_points])
+    box = models.JSONField(
+        null=True, blank=True, help_text="Optional box prompt [x0, y0, x1, y1], normalised to [0, 1]."
+    )
+    label = models.CharField(
+        max_length=200, blank=True, help_text="Category name in exports; blank means the template's name."
+    )
+    mask_choice = models.CharField(
+        max_length=4,
+        default="best",
+        help_text='Which of the candidate masks jobs use: "best" (highest score) or a candidate index "0".."2".',
+    )
     default_edits = models.JSONField(default=dict, blank=True)
     position = models.PositiveIntegerField(help_text="Save order within the dataset; stacking follows it.")
 
@@ -45,6 +56,10 @@ class Template(BaseModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def effective_label(self) -> str:
+        return self.label or self.name
 
     @property
     def points_count(self) -> int:

@@ -24,6 +24,9 @@ def _isolated_storage(settings, tmp_path):
     settings.SAM_BACKEND = "classical"
     settings.SAM_CHECKPOINT = None
     settings.SAM_MODELS_DIR = tmp_path / "no-models"
+    # Most tests queue jobs freely; the per-user limits have tests of their own that lower these.
+    settings.MAX_ACTIVE_JOBS_PER_USER = 1000
+    settings.MAX_QUEUED_ITEMS_PER_USER = 100_000
     from imaging.registry import reset_segmenters
 
     reset_segmenters()

@@ -72,7 +72,7 @@ def live_asgi(transactional_db, settings):
     """A real ASGI server (uvicorn, lifespan off) with the embedded job runner; stopped at teardown."""
     import uvicorn
 
-    from datasets import runner
+    from datasets.jobs import runners as runner
 
     settings.JOB_RUNNER = "embedded"
     settings.DEBUG = False

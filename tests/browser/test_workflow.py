@@ -162,7 +162,7 @@ def _capture_template(
 @pytest.fixture
 def slow_images(monkeypatch):
     """Make each image of a job take ~1.2 s, so a reload can happen mid-job."""
-    import datasets.generation as generation
+    import datasets.jobs.processing as generation
 
     original = generation.decode_stored_image
 
@@ -388,9 +388,9 @@ def _no_horizontal_scroll(page) -> None:
 def test_alice_gets_404_on_bobs_pages(live_asgi, page, shoot, alice, bob, photo_png):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
+    from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_create
     from datasets.services.images import images_upload
-    from datasets.services.jobs import job_create
     from templates_app.services import template_create
 
     dataset = dataset_create(owner=bob, name="Bob's secret")
@@ -402,7 +402,7 @@ def test_alice_gets_404_on_bobs_pages(live_asgi, page, shoot, alice, bob, photo_
     )
     from unittest import mock
 
-    with mock.patch("datasets.runner.EmbeddedRunner.enqueue"):
+    with mock.patch("datasets.jobs.runners.EmbeddedRunner.enqueue"):
         job = job_create(dataset=dataset, owner=bob)
 
     log_in(page, live_asgi, "alice")

@@ -1,5 +1,5 @@
-"""The job page's live fragments: rendered on ``job_event``, sent as ``html-*`` on the job page channel, replayed
-from ``lastEventId`` by the page's SSE endpoint."""
+"""The job page's live fragments: the job's stored JSON events rendered into ``html-*`` events in the web process,
+replayed from ``lastEventId`` (the JSON channel's ids) by the page's SSE endpoint."""
 
 from __future__ import annotations
 
@@ -11,71 +11,83 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.urls import reverse
 
-from datasets.events import job_page_channel
+from datasets.jobs.events import job_channel
 
 pytestmark = pytest.mark.django_db
 
 
-def test_every_job_event_sends_an_html_fragment(
-    alice_dataset, alice_template, django_capture_on_commit_callbacks
-):
-    from datasets.services.jobs import job_create
+def _page_events(job, *, until: str = "html-done") -> list[tuple[str, str, str]]:
+    """``(event name, id, html)`` of the job page's stream from the start until ``until``."""
+    from frontend.live import page_event_stream
 
-    sent = []
-    with (
-        mock.patch("frontend.live.send_event", side_effect=lambda *a, **k: sent.append((a, k))),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
-    names = [args[1] for args, _ in sent]
+    async def read():
+        events, stream = [], page_event_stream(job.id, after=0)
+        try:
+            async for chunk in stream:
+                name = event_id = None
+                data = []
+                for line in chunk.splitlines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("data: "):
+                        data.append(line[6:])
+                if name and name.startswith("html-"):
+                    events.append((name, event_id, "\n".join(data)))
+                    if name == until:
+                        return events
+        finally:
+            await stream.aclose()
+
+    return asyncio.run(asyncio.wait_for(read(), 20))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_json_event_of_a_job_becomes_an_html_fragment_with_the_same_id(alice_dataset, alice_template):
+    from datasets.jobs.services import job_create
+
+    job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
+    sent = _page_events(job)
+    names = [name for name, _, _ in sent]
     assert names[0] == "html-status" and names[-1] == "html-done"
     assert names.count("html-item") == 3
-    for args, kwargs in sent:
-        assert args[0] == job_page_channel(job.id)
-        assert kwargs == {"json_encode": False}
-    items = [args[2] for args, _ in sent if args[1] == "html-item"]
+    assert all(event_id.startswith(f"{job_channel(job.id)}:") for _, event_id, _ in sent)
+    items = [html for name, _, html in sent if name == "html-item"]
     assert 'id="item-0"' in items[0] and 'hx-swap-oob="true"' in items[0]
     assert (
         reverse("api-variant-file", args=[job.variants.order_by("image__position").first().public_id])
         in items[0]
     )
     assert 'id="job-progress"' in items[-1] and "3 / 3" in items[-1]
-    done = next(args[2] for args, _ in sent if args[1] == "html-done")
+    done = next(html for name, _, html in sent if name == "html-done")
     assert "Download ZIP" in done and 'id="job-params"' in done and 'id="current-job-row"' in done
 
 
-def test_failed_items_update_the_error_list(
-    alice_dataset, alice_template, django_capture_on_commit_callbacks
-):
-    from datasets.services.jobs import job_create
+@pytest.mark.django_db(transaction=True)
+def test_failed_items_update_the_error_list(alice_dataset, alice_template):
+    from datasets.jobs.services import job_create
 
-    sent = []
-    boom = RuntimeError("decoder exploded")
-    with (
-        mock.patch("frontend.live.send_event", side_effect=lambda *a, **k: sent.append(a)),
-        mock.patch("datasets.generation.decode_stored_image", side_effect=boom),
-        django_capture_on_commit_callbacks(execute=True),
+    with mock.patch(
+        "datasets.jobs.processing.decode_stored_image", side_effect=RuntimeError("decoder exploded")
     ):
-        job_create(dataset=alice_dataset, owner=alice_dataset.owner)
-    items = [a[2] for a in sent if a[1] == "html-item"]
+        job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
+    sent = _page_events(job)
+    items = [html for name, _, html in sent if name == "html-item"]
     assert all('id="job-errors"' in html for html in items)
     assert "decoder exploded" in items[-1] and "item-failed" in items[-1]
-    done = next(a[2] for a in sent if a[1] == "html-done")
+    done = next(html for name, _, html in sent if name == "html-done")
     assert "Retry failed" in done
 
 
-def test_a_receiver_error_never_breaks_the_job(
-    alice_dataset, alice_template, django_capture_on_commit_callbacks
-):
-    from datasets.services.jobs import job_create
+@pytest.mark.django_db(transaction=True)
+def test_a_rendering_error_skips_one_fragment_but_never_the_stream(alice_dataset, alice_template):
+    from datasets.jobs.services import job_create
 
-    with (
-        mock.patch("frontend.live.render_item", side_effect=ValueError("template bug")),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
-    job.refresh_from_db()
-    assert job.status == "succeeded" and job.variant_count == 3
+    job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
+    with mock.patch("frontend.live.render_item", side_effect=ValueError("template bug")):
+        names = [name for name, _, _ in _page_events(job)]
+    assert "html-item" not in names and names[-1] == "html-done"
 
 
 async def _read_until(response, marker: str, timeout: float = 10.0) -> str:
@@ -104,8 +116,8 @@ async def test_the_page_stream_replays_from_last_event_id_and_checks_ownership(
 ):
     from django.test import AsyncClient
 
+    from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_create
-    from datasets.services.jobs import job_create
     from templates_app.services import template_create
     from tests.factories import UserFactory
     from tests.frontend.conftest import upload_photos
@@ -127,12 +139,12 @@ async def test_the_page_stream_replays_from_last_event_id_and_checks_ownership(
     url = reverse("ui-job-events", args=[job.public_id])
     client = AsyncClient()
     await client.aforce_login(alice)
-    response = await client.get(url, {"lastEventId": f"{job_page_channel(job.id)}:0"})
+    response = await client.get(url, {"lastEventId": f"{job_channel(job.id)}:0"})
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
     body = await _read_until(response, "event: html-done")
     assert "event: html-item" in body and 'id="item-1"' in body
-    assert "event: item" not in body  # the JSON events of API clients live on the job's own channel
+    assert "event: item\n" not in body  # API clients get the JSON; the page only its rendering
 
     other = AsyncClient()
     await other.aforce_login(bob)

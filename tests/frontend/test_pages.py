@@ -59,7 +59,7 @@ def test_header_shows_sam_model_when_sam_runs(alice_client, use_tiny_sam):
 def test_dataset_list_cards_with_strip_counts_and_last_job(
     alice_client, alice_dataset, alice_template, django_capture_on_commit_callbacks
 ):
-    from datasets.services.jobs import job_create
+    from datasets.jobs.services import job_create
 
     with django_capture_on_commit_callbacks(execute=True):
         job_create(dataset=alice_dataset, owner=alice_dataset.owner)
@@ -394,13 +394,13 @@ def test_generate_refused_shows_message(alice_client, alice_dataset, alice_templ
 
 
 def test_running_job_page_connects_to_its_stream(alice_client, alice_dataset, alice_template, settings):
-    from datasets.events import job_page_channel
-    from datasets.services.jobs import job_create
+    from datasets.jobs.events import job_page_channel
+    from datasets.jobs.services import job_create
 
     settings.JOB_RUNNER = "embedded"
     from unittest import mock
 
-    with mock.patch("datasets.runner.EmbeddedRunner.enqueue"):
+    with mock.patch("datasets.jobs.runners.EmbeddedRunner.enqueue"):
         job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
     body = alice_client.get(reverse("ui-job", args=[job.public_id])).content.decode()
     assert (
@@ -417,7 +417,7 @@ def test_running_job_page_connects_to_its_stream(alice_client, alice_dataset, al
     assert job.status == JobStatus.CANCELED
     response = alice_client.post(reverse("ui-job-cancel", args=[job.public_id]), follow=True)
     assert "already canceled" in response.content.decode()
-    with mock.patch("datasets.runner.EmbeddedRunner.enqueue"):
+    with mock.patch("datasets.jobs.runners.EmbeddedRunner.enqueue"):
         response = alice_client.post(reverse("ui-job-retry", args=[job.public_id]), follow=True)
     assert "queued again" in response.content.decode()
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def bob_objects(bob_dataset, django_capture_on_commit_callbacks):
-    from datasets.services.jobs import job_create
+    from datasets.jobs.services import job_create
 
     with django_capture_on_commit_callbacks(execute=True):
         job = job_create(dataset=bob_dataset, owner=bob_dataset.owner)
@@ -112,8 +112,8 @@ def test_csrf_is_enforced_and_the_htmx_header_carries_the_token(alice, alice_dat
 def test_user_strings_are_escaped(
     alice_client, alice_dataset, alice_images, django_capture_on_commit_callbacks
 ):
+    from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_rename
-    from datasets.services.jobs import job_create
     from templates_app.services import template_create
 
     evil = '<script>alert("x")</script>'

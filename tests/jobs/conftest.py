@@ -109,7 +109,7 @@ class EventLog:
 
 @pytest.fixture
 def event_log():
-    from datasets.signals import job_event
+    from datasets.jobs.signals import job_event
 
     log = EventLog()
     job_event.connect(log, dispatch_uid="tests-event-log")
@@ -131,5 +131,5 @@ def run_jobs(django_capture_on_commit_callbacks):
 def held_jobs(monkeypatch) -> list:
     """Jobs are created but not run: enqueue() only records the ids (for tests that run them by hand)."""
     held: list = []
-    monkeypatch.setattr("datasets.runner.enqueue", held.append)
+    monkeypatch.setattr("datasets.jobs.runners.enqueue", held.append)
     return held

@@ -18,10 +18,10 @@ import django
 
 django.setup()
 
-from datasets import generation  # noqa: E402
+from datasets.jobs import processing as generation  # noqa: E402
 
 delay = float(os.environ.get("ITEM_DELAY", "0"))
-process = generation._JobProcessor._process
+process = generation._ChunkProcessor._process
 
 
 def slow_process(self, decoded, pool):
@@ -29,5 +29,5 @@ def slow_process(self, decoded, pool):
     return process(self, decoded, pool)
 
 
-generation._JobProcessor._process = slow_process
+generation._ChunkProcessor._process = slow_process
 generation.generate_job(sys.argv[1])

@@ -149,7 +149,7 @@ def test_the_detail_reports_counters_timings_cache_and_errors(alice_api, finishe
 
 
 def test_history_lists_the_users_jobs_newest_first_and_paginated(alice, alice_api, photo_dataset, held_jobs):
-    from datasets.services.jobs import job_create
+    from datasets.jobs.services import job_create
 
     add_templates(photo_dataset, 1)
     other_dataset = DatasetFactory(owner=alice)
@@ -218,7 +218,7 @@ def test_variant_file_and_mask_downloads_are_the_stored_bytes(alice_api, finishe
 
 
 def test_cancel_and_retry_over_the_api(alice, alice_api, photo_dataset, held_jobs, run_jobs):
-    from datasets.services.jobs import job_create
+    from datasets.jobs.services import job_create
 
     add_templates(photo_dataset, 1)
     job = job_create(dataset=photo_dataset, owner=alice)
@@ -292,7 +292,7 @@ def test_the_jobs_part_of_the_openapi_schema_is_valid_without_warnings():
 
     GENERATOR_STATS._warn_cache.clear()
     GENERATOR_STATS._error_cache.clear()
-    schema = SchemaGenerator(patterns=[path("api/", include("datasets.job_urls"))]).get_schema(public=True)
+    schema = SchemaGenerator(patterns=[path("api/", include("datasets.jobs.urls"))]).get_schema(public=True)
     validate_schema(schema)
     assert not GENERATOR_STATS, (dict(GENERATOR_STATS._warn_cache), dict(GENERATOR_STATS._error_cache))
     assert "/api/jobs/{job_id}/events/" in schema["paths"]

@@ -7,6 +7,7 @@ The server side runs sync views in a worker thread with its own database connect
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -15,9 +16,9 @@ from django.db.backends.signals import connection_created
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
-from datasets.events import JobChannelManager, job_channel
+from datasets.jobs.events import JobChannelManager, job_channel
+from datasets.jobs.services import job_create, job_retry_failed
 from datasets.models import GenerationJob
-from datasets.services.jobs import job_create, job_retry_failed
 from tests.jobs.conftest import add_templates
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -99,7 +100,7 @@ def _job_events(events: list[dict]) -> list[str]:
 
 @pytest.fixture
 def embedded_runner(settings):
-    from datasets.runner import get_runner
+    from datasets.jobs.runners import get_runner
 
     settings.JOB_RUNNER = "embedded"
     runner = get_runner("embedded")
@@ -218,6 +219,54 @@ async def test_alice_cannot_subscribe_to_bobs_job(alice, bob, make_photo_dataset
     assert not manager.can_read_channel(None, channel)
     assert not manager.can_read_channel(bob, "job-not-a-uuid")
     assert not manager.can_read_channel(bob, f"other-{job.id.hex}")
+
+
+async def test_an_es_meta_token_cannot_swap_in_another_users_channels(alice, bob, make_photo_dataset, settings):
+    """django-eventstream honours ``es-meta`` (a JWT signed with SECRET_KEY naming a user and channels); the job
+    stream strips it, so bob's own job URL never carries alice's events whatever token he forges."""
+    import jwt
+
+    alice_dataset = make_photo_dataset(alice, names=("coffee",))
+    add_templates(alice_dataset, 1)
+    alice_job = job_create(dataset=alice_dataset, owner=alice)
+    bob_dataset = make_photo_dataset(bob, names=("camera",))
+    add_templates(bob_dataset, 1)
+    bob_job = job_create(dataset=bob_dataset, owner=bob)
+    forged = jwt.encode(
+        {"channels": [job_channel(alice_job.id)], "user": alice.pk}, settings.SECRET_KEY, algorithm="HS256"
+    )
+    response = await _client(bob).get(f"/api/jobs/{bob_job.id.hex}/events/", {"es-meta": forged})
+    assert response.status_code == 200
+    reader = SSEReader(response)
+    events = await reader.until(lambda e: e.get("event") == "done")
+    await reader.close()
+    job_ids = {e["data"]["job_id"] for e in events if e.get("event") in JOB_EVENTS}
+    assert job_ids == {bob_job.id.hex}
+    assert all(e.get("id", "").startswith(job_channel(bob_job.id)) for e in events if e.get("event") in JOB_EVENTS)
+
+
+async def test_open_streams_are_capped_per_user_with_a_json_error(alice, photo_dataset, settings):
+    settings.SSE_MAX_CONNECTIONS_PER_USER = 1
+    add_templates(photo_dataset, 1)
+    job = job_create(dataset=photo_dataset, owner=alice)
+    url = f"/api/jobs/{job.id.hex}/events/"
+    first = await _client(alice).get(url)
+    reader = SSEReader(first)
+    await reader.until(lambda e: e.get("event") == "done")
+    second = await _client(alice).get(url)
+    assert second.status_code == 429
+    body = json.loads(second.content)
+    assert body["error"] == "too_many_streams" and body["limit"] == 1
+    # The client goes away: the server cancels the response task (as Django's ASGI handler does on a
+    # disconnect), which frees the slot.
+    listening = asyncio.ensure_future(reader.until(lambda e: False, timeout=60))
+    await asyncio.sleep(0)
+    listening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listening
+    third = await _client(alice).get(url)
+    assert third.status_code == 200
+    await SSEReader(third).close()
 
 
 async def test_the_zip_streams_as_an_async_iterator_under_asgi(alice, photo_dataset):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
-from datasets.generation import STAGES, generate_job
 from datasets.image_io import decode_stored_image
+from datasets.jobs.processing import STAGES, generate_job
+from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, ItemStatus, JobStatus
 from datasets.segmentation import app_segmenter
-from datasets.services.jobs import job_cancel, job_create, job_retry_failed
 from imaging.codecs import decode_image, decode_mask_png, sha256_hex
 from tests.jobs.conftest import add_templates, store_image
 
@@ -210,7 +213,7 @@ def test_cancel_stops_between_images_and_retry_resumes(alice, photo_dataset, run
         if event_type == "item" and payload["index"] == 0:
             job_cancel(job=job)
 
-    from datasets.signals import job_event
+    from datasets.jobs.signals import job_event
 
     job_event.connect(cancel_after_first_item, dispatch_uid="cancel-after-first")
     try:
@@ -252,27 +255,34 @@ def test_retry_redoes_only_the_failed_items(alice, photo_dataset, run_jobs):
     assert {k: v for k, v in job.variants.values_list("image_id", "id") if k in kept} == kept
 
 
-def test_a_finished_job_is_not_run_twice(alice, photo_dataset, run_jobs):
+def test_a_finished_job_is_not_run_twice(alice, photo_dataset, run_jobs, event_log):
     add_templates(photo_dataset, 1)
     job = _run(run_jobs, dataset=photo_dataset, owner=alice)
-    assert generate_job(job.id) is None
-    job.refresh_from_db()
-    assert job.variant_count == job.variants.count() == 4
+    events_before = len(event_log.of(job))
+    variants_before = set(job.variants.values_list("pk", flat=True))
+    with run_jobs():
+        again = generate_job(job.id)
+    assert again.status == JobStatus.SUCCEEDED and again.variant_count == job.variants.count() == 4
+    assert set(job.variants.values_list("pk", flat=True)) == variants_before  # nothing was claimed or redone
+    assert len(event_log.of(job)) == events_before
 
 
 def test_items_left_running_are_reclaimed_and_variants_never_duplicated(alice, photo_dataset, held_jobs):
     add_templates(photo_dataset, 2)
     job = job_create(dataset=photo_dataset, owner=alice, compose="each")
-    # Simulate a runner that died: item 0 done, item 1 running (its files half written).
+    # Simulate a worker that died: item 0 done, item 1 running under an expired lease (files half written).
     assert generate_job(job.id) is not None
     job.refresh_from_db()
     first_run = sorted(job.variants.values_list("image_id", "template_key", "sha256"))
     GenerationJob.objects.filter(pk=job.pk).update(
-        status=JobStatus.QUEUED, succeeded_items=1, variant_count=2
+        status=JobStatus.RUNNING, succeeded_items=1, variant_count=2, finished_at=None
     )
     items = list(job.items.order_by("index"))
     job.variants.exclude(image=items[0].image).delete()
-    job.items.filter(index=1).update(status=ItemStatus.RUNNING)
+    expired = timezone.now() - timedelta(seconds=1)
+    job.items.filter(index=1).update(
+        status=ItemStatus.RUNNING, worker="gone:1:abcd:T", lease_expires_at=expired
+    )
     job.items.filter(index__gt=1).update(status=ItemStatus.PENDING)
 
     generate_job(job.id)

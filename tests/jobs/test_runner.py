@@ -17,10 +17,10 @@ from django.db import connection
 from django.utils import timezone
 from django_eventstream.models import Event
 
-from datasets import runner
-from datasets.generation import generate_job
-from datasets.models import GenerationJob, ItemStatus, JobStatus
-from datasets.services.jobs import STALE_AFTER, job_create, jobs_requeue_orphaned, worker_identity
+from datasets.jobs import runners as runner
+from datasets.jobs.processing import generate_job
+from datasets.jobs.services import job_create, leases_release_orphaned, worker_identity
+from datasets.models import GenerationJob, ItemStatus, JobItem, JobStatus
 from imaging.codecs import sha256_hex
 from tests.factories import DatasetFactory, png_bytes
 from tests.jobs.conftest import add_templates, store_image
@@ -45,31 +45,35 @@ def embedded(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_embedded_runner_runs_jobs_oldest_first_and_survives_a_crash(
+def test_the_embedded_runner_runs_every_job_and_survives_a_crashing_chunk(
     alice, photo_dataset, embedded, monkeypatch
 ):
     add_templates(photo_dataset, 1)
     with runner.use_runner("inline"), monkeypatch.context() as held:
-        held.setattr("datasets.runner.enqueue", lambda job_id: None)
+        held.setattr("datasets.jobs.runners.enqueue", lambda job_id: None)
         first, second, third = (job_create(dataset=photo_dataset, owner=alice) for _ in range(3))
+    from datasets.jobs import processing
+
     order = []
-    real_generate = generate_job
+    real_process = processing.process_claim
 
-    def flaky(job_id, **kwargs):
-        order.append(job_id)
-        if job_id == first.id:
+    def flaky(claim):
+        order.append(claim.job.id)
+        if claim.job.id == first.id:
             raise RuntimeError("boom")
-        return real_generate(job_id, **kwargs)
+        return real_process(claim)
 
-    monkeypatch.setattr("datasets.generation.generate_job", flaky)
+    monkeypatch.setattr(processing, "process_claim", flaky)
     embedded.start()
     _wait_for(lambda: not GenerationJob.objects.filter(status__in=["queued", "running"]).exists())
 
-    assert order == [first.id, second.id, third.id]
+    assert order[0] == first.id  # one user: oldest job first
     statuses = dict(GenerationJob.objects.values_list("pk", "status"))
     assert statuses == {first.id: "failed", second.id: "succeeded", third.id: "succeeded"}
     first.refresh_from_db()
     assert first.error == "RuntimeError: boom" and first.finished_at
+    # The crashed chunk's items were handed back, so a retry can resume them.
+    assert not first.items.filter(status=ItemStatus.RUNNING).exists()
     assert embedded.is_alive
 
 
@@ -88,35 +92,76 @@ def test_enqueue_wakes_the_embedded_runner_at_once(alice, photo_dataset, embedde
 
 
 @pytest.mark.django_db
-def test_orphans_of_dead_or_silent_workers_are_requeued_and_live_ones_left_alone(
-    alice, photo_dataset, run_jobs
-):
+def test_leases_of_dead_local_workers_are_released_and_live_ones_left_alone(alice, photo_dataset, run_jobs):
     from tests.factories import GenerationJobFactory
 
-    host = worker_identity().split(":")[0]
+    job = GenerationJobFactory(dataset=photo_dataset, owner=alice, status="running")
+    host, pid, _nonce, _thread = worker_identity().split(":", 3)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    orphan = GenerationJobFactory(dataset=photo_dataset, status="running", worker=f"{host}:{dead.pid}:x")
-    silent = GenerationJobFactory(
-        dataset=photo_dataset,
+    future = timezone.now() + timezone.timedelta(hours=1)
+    holders = {
+        "dead process": f"{host}:{dead.pid}:abcd1234:MainThread",
+        "same pid, earlier boot": f"{host}:{pid}:00000000:MainThread",
+        "this thread": worker_identity(),
+        "another host": "elsewhere:1:abcd1234:MainThread",
+    }
+    items = {}
+    for index, (label, worker) in enumerate(holders.items()):
+        image = store_image(photo_dataset, f"lease_{index}.png", png_bytes(40, 30, seed=100 + index))
+        items[label] = JobItem.objects.create(
+            job=job, image=image, index=index, status="running", worker=worker, lease_expires_at=future
+        )
+    with run_jobs():
+        released = leases_release_orphaned()
+    assert released == [job.pk]
+    status = {label: JobItem.objects.get(pk=item.pk).status for label, item in items.items()}
+    assert status == {
+        "dead process": "pending",
+        "same pid, earlier boot": "pending",
+        "this thread": "running",
+        "another host": "running",  # recovered by its lease's expiry, not by a guess about its process
+    }
+
+
+@pytest.mark.django_db
+def test_an_expired_lease_is_reclaimed_by_another_worker_and_the_late_worker_commits_nothing(
+    alice, photo_dataset, run_jobs
+):
+    from datasets.jobs.services import ItemResult, item_finish, items_claim
+
+    add_templates(photo_dataset, 1)
+    with run_jobs():
+        job = job_create(dataset=photo_dataset, owner=alice)
+    job.refresh_from_db()
+    # A finished job: take one item back to "running under a worker elsewhere whose lease expired".
+    item = job.items.order_by("index").first()
+    before = (job.succeeded_items, job.variant_count)
+    JobItem.objects.filter(pk=item.pk).update(
         status="running",
-        worker="elsewhere:1:x",
-        heartbeat=timezone.now() - STALE_AFTER * 2,
+        worker="gone:1:abcd:T",
+        lease_expires_at=timezone.now() - timezone.timedelta(seconds=1),
     )
-    alive = GenerationJobFactory(
-        dataset=photo_dataset,
-        status="running",
-        worker=f"{host}:{os.getpid()}:MainThread",
-        heartbeat=timezone.now(),
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status="running", succeeded_items=job.succeeded_items - 1, finished_at=None
     )
     with run_jobs():
-        requeued = jobs_requeue_orphaned()
-    assert {job.pk for job in requeued} == {orphan.pk, silent.pk}
-    assert dict(GenerationJob.objects.values_list("pk", "status")) == {
-        orphan.pk: "queued",
-        silent.pk: "queued",
-        alive.pk: "running",
-    }
+        claim = items_claim(worker="new:2:efgh:T", job_id=job.id)
+    assert claim is not None and [i.pk for i in claim.items] == [item.pk]
+    # The old worker wakes up and tries to commit: fenced out, nothing written.
+    late = item_finish(
+        worker="gone:1:abcd:T", job=job, item=claim.items[0], result=ItemResult(status="succeeded")
+    )
+    assert late is None
+    assert JobItem.objects.get(pk=item.pk).worker == "new:2:efgh:T"
+    with run_jobs():
+        from datasets.jobs.processing import process_claim
+
+        process_claim(claim)
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert (job.succeeded_items, job.variant_count) == before
+    assert job.variants.filter(image_id=item.image_id).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -150,14 +195,16 @@ def test_a_runner_killed_mid_job_is_resumed_with_every_variant_exactly_once(alic
         process.wait()
 
     job.refresh_from_db()
-    assert job.status == JobStatus.RUNNING and job.worker.split(":")[1] == str(process.pid)
+    assert job.status == JobStatus.RUNNING
     done_before = job.succeeded_items
     assert 3 <= done_before < 8
     assert job.variants.count() == 2 * done_before  # committed with their items, never ahead of them
     interrupted = list(job.items.filter(status=ItemStatus.RUNNING).values_list("index", flat=True))
+    assert interrupted and {
+        w.split(":")[1] for w in job.items.filter(status="running").values_list("worker", flat=True)
+    } == {str(process.pid)}
 
-    requeued = jobs_requeue_orphaned()
-    assert [j.pk for j in requeued] == [job.pk]
+    assert leases_release_orphaned() == [job.pk]
     generate_job(job.id)
 
     job.refresh_from_db()
@@ -169,8 +216,12 @@ def test_a_runner_killed_mid_job_is_resumed_with_every_variant_exactly_once(alic
     for variant in job.variants.all():
         with variant.file.open("rb") as handle:
             assert sha256_hex(handle.read()) == variant.sha256
-    # Deterministic names: a half-written attempt was overwritten, not left behind.
-    assert len(default_storage.listdir(f"variants/{job.id.hex}")[1]) == 32
+    # Files are named per attempt; the killed attempt's uncommitted files were cleaned up, not left behind.
+    stored = set(default_storage.listdir(f"variants/{job.id.hex}")[1])
+    referenced = {
+        name.rsplit("/", 1)[1] for row in job.variants.values_list("file", "mask_file") for name in row
+    }
+    assert stored == referenced and len(stored) == 32
     for index in interrupted:
         assert job.items.get(index=index).attempts == 2
     # One "item" event per image over both runs: the killed run's uncommitted work never went out.

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from datasets.jobs.services import (
+    items_claim,
+    items_release,
+    job_cancel,
+    job_create,
+    job_delete,
+    job_retry_failed,
+)
 from datasets.models import GenerationJob, ItemStatus, JobStatus
-from datasets.services.jobs import job_cancel, job_create, job_delete, job_retry_failed
 from samsite.errors import ServiceError
 from tests.factories import DatasetFactory, TemplateFactory
 from tests.jobs.conftest import add_templates
@@ -108,7 +115,7 @@ def test_a_template_with_corrupt_points_is_refused(alice, photo_dataset, held_jo
     assert raised.value.code == "invalid_points"
 
 
-def test_cancel_moves_a_queued_job_to_canceled_and_flags_a_running_one(
+def test_cancel_ends_a_queued_or_idle_job_at_once_and_flags_one_with_items_in_flight(
     alice, photo_dataset, held_jobs, run_jobs, event_log
 ):
     add_templates(photo_dataset, 1)
@@ -119,9 +126,21 @@ def test_cancel_moves_a_queued_job_to_canceled_and_flags_a_running_one(
     assert event_log.types(queued) == ["status:canceled", "done"]
 
     running = job_create(dataset=photo_dataset, owner=alice)
-    GenerationJob.objects.filter(pk=running.pk).update(status=JobStatus.RUNNING)
+    with run_jobs():
+        claim = items_claim(worker="w:1:abcd:T", job_id=running.id, size=1)
+    assert claim.job.status == JobStatus.RUNNING
     flagged = job_cancel(job=running)
-    assert flagged.status == JobStatus.RUNNING and flagged.cancel_requested
+    assert flagged.status == JobStatus.RUNNING and flagged.cancel_requested  # an image is in flight
+    with run_jobs():
+        items_release(worker="w:1:abcd:T", job=running, item_ids=claim.item_ids)
+    running.refresh_from_db()
+    assert running.status == JobStatus.CANCELED  # the last worker out ends it
+    assert event_log.types(running)[-2:] == ["status:canceled", "done"]
+
+    idle = job_create(dataset=photo_dataset, owner=alice)
+    GenerationJob.objects.filter(pk=idle.pk).update(status=JobStatus.RUNNING)
+    with run_jobs():
+        assert job_cancel(job=idle).status == JobStatus.CANCELED  # nothing in flight: ends at once
 
     with pytest.raises(ServiceError) as raised:
         job_cancel(job=canceled)

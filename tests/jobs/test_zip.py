@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
-from datasets.downloads import job_zip, sanitize_name
+from datasets.jobs.downloads import job_zip, sanitize_name
+from datasets.jobs.services import job_create
 from datasets.models import GenerationJob
-from datasets.services.jobs import job_create
 from imaging.codecs import decode_image, decode_mask_png
 from tests.factories import DatasetFactory, png_bytes
 from tests.jobs.conftest import add_templates, store_image

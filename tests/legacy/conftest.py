@@ -155,7 +155,7 @@ def encode_gate(settings):
 @pytest.fixture
 def embedded_runner(settings):
     """The production runner (a worker thread in this process), stopped after the test."""
-    from datasets.runner import get_runner
+    from datasets.jobs.runners import get_runner
 
     settings.JOB_RUNNER = "embedded"
     runner = get_runner("embedded")

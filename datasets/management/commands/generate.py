@@ -69,10 +69,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar (logs, CI).")
 
     def handle(self, *args, **options) -> None:
-        from datasets import runner
-        from datasets.downloads import job_zip
+        from datasets.jobs import runners as runner
+        from datasets.jobs.downloads import job_zip
+        from datasets.jobs.services import job_create
         from datasets.services.datasets import dataset_create
-        from datasets.services.jobs import job_create
 
         images_path = Path(options["images"])
         templates = self._read_templates(Path(options["templates"]))
@@ -198,7 +198,7 @@ class _Progress:
         self.bar = None
 
     def __enter__(self) -> _Progress:
-        from datasets.signals import job_event
+        from datasets.jobs.signals import job_event
 
         if self.enabled:
             from tqdm import tqdm
@@ -208,7 +208,7 @@ class _Progress:
         return self
 
     def __exit__(self, *exc) -> None:
-        from datasets.signals import job_event
+        from datasets.jobs.signals import job_event
 
         job_event.disconnect(dispatch_uid=f"generate-cli-{id(self)}")
         if self.bar is not None:

@@ -22,8 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--clear-cache", action="store_true", help="Also empty the embedding cache.")
 
     def handle(self, *args, **options) -> None:
+        from datasets.jobs.services import job_delete
         from datasets.segmentation import embedding_cache
-        from datasets.services.jobs import job_delete
 
         cutoff = timezone.now() - timedelta(days=options["days"])
         jobs = GenerationJob.objects.filter(status__in=GenerationJob.TERMINAL, created__lt=cutoff)

@@ -1,16 +1,18 @@
-"""The job runner seam: who runs a queued job, chosen by ``settings.JOB_RUNNER``.
+"""The job runner seam: who runs the work of queued jobs, chosen by ``settings.JOB_RUNNER``.
 
-PostgreSQL is the queue and the truth (job and item rows); a runner only decides *where* ``generate_job``
-runs. Every runner implements ``JobRunner``:
+PostgreSQL is the queue and the truth (job and item rows, claimed in chunks with leases by
+``datasets.jobs.services``); a runner only decides *where* chunks are processed. Every runner implements
+``JobRunner``:
 
-- ``inline``: runs the job synchronously inside ``enqueue`` (tests, the ``generate`` command).
+- ``inline``: runs the whole job synchronously inside ``enqueue`` (tests, the ``generate`` command).
 - ``embedded`` (default): one daemon worker thread in the web process, sharing the process's model with the
-  interactive endpoints. It takes queued jobs oldest first, one at a time; a job that raises is marked failed
-  and the thread carries on. On start it requeues jobs left running by a dead process, then resumes them.
-- ``celery``: a later, separate module, ``datasets/celery_runner.py`` defining ``CeleryRunner``; it is
-  registered in ``RUNNERS`` by dotted path, so adding it needs no change here.
+  interactive endpoints. It claims chunks from the fair scheduler (round-robin across users), so several web
+  processes, each with its thread, share the work safely. A chunk that raises marks its job failed and the
+  thread carries on. It releases the leases of dead local workers as it goes.
+- ``celery``: Celery workers on any number of machines (``datasets.jobs.celery_runner``); the web process runs
+  no job at all.
 
-Callers use ``enqueue(job_id)`` (after commit: ``datasets.services.jobs`` does it) and, in the web server,
+Callers use ``enqueue(job_id)`` (after commit: ``datasets.jobs.services`` does it) and, in the web server,
 ``start_server_runner()`` once at start-up.
 """
 
@@ -31,9 +33,9 @@ from django.utils.module_loading import import_string
 logger = logging.getLogger(__name__)
 
 RUNNERS = {
-    "inline": "datasets.runner.InlineRunner",
-    "embedded": "datasets.runner.EmbeddedRunner",
-    "celery": "datasets.celery_runner.CeleryRunner",
+    "inline": "datasets.jobs.runners.InlineRunner",
+    "embedded": "datasets.jobs.runners.EmbeddedRunner",
+    "celery": "datasets.jobs.celery_runner.CeleryRunner",
 }
 
 
@@ -52,18 +54,18 @@ class InlineRunner:
         run_job_safely(job_id)
 
     def start(self) -> None:
-        from datasets.services.jobs import jobs_requeue_orphaned
+        from datasets.jobs.services import leases_release_orphaned
 
-        for job in jobs_requeue_orphaned():
-            self.enqueue(job.id)
+        for job_id in leases_release_orphaned():
+            self.enqueue(job_id)
 
 
 class EmbeddedRunner:
-    """One daemon thread in this process that drains the database's job queue, oldest job first.
+    """One daemon thread in this process that processes chunks handed out by the fair scheduler.
 
-    ``enqueue`` only wakes the thread (the job row is the message), so the first event of a submitted job
-    reaches its client in milliseconds. The thread also polls, so a job queued by another process (a retry
-    from a management shell, a requeued orphan) is picked up within ``poll_seconds``.
+    ``enqueue`` only wakes the thread (the item rows are the queue), so the first event of a submitted job
+    reaches its client in milliseconds. The thread also polls, so work queued by another process (a retry from
+    a management shell, items whose lease expired) is picked up within ``poll_seconds``.
     """
 
     thread_name = "samgen-job-runner"
@@ -74,7 +76,6 @@ class EmbeddedRunner:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.current_job: uuid.UUID | None = None
 
     @property
     def is_alive(self) -> bool:
@@ -93,7 +94,7 @@ class EmbeddedRunner:
         self._wake.set()
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop after the current job (tests, shutdown). Queued jobs stay queued for the next start."""
+        """Stop after the current chunk (tests, shutdown). Unclaimed work stays queued for the next start."""
         self._stop.set()
         self._wake.set()
         thread = self._thread
@@ -101,51 +102,55 @@ class EmbeddedRunner:
             thread.join(timeout)
 
     def _loop(self) -> None:
-        from datasets.services.jobs import jobs_requeue_orphaned
+        from datasets.jobs.services import leases_release_orphaned
 
         try:
             while not self._stop.is_set():
                 close_old_connections()
                 try:
-                    jobs_requeue_orphaned()
-                    job_id = next_queued_job_id()
+                    leases_release_orphaned()
+                    worked = work_safely()
                 except Exception:
                     logger.exception("job runner could not read the queue")
-                    job_id = None
-                if job_id is None:
+                    worked = False
+                if not worked:
                     self._wake.wait(self.poll_seconds)
                     self._wake.clear()
-                    continue
-                self.current_job = job_id
-                try:
-                    run_job_safely(job_id)
-                finally:
-                    self.current_job = None
         finally:
             connection.close()
 
 
-def next_queued_job_id() -> uuid.UUID | None:
-    from datasets.models import GenerationJob, JobStatus
+def work_safely(*, worker: str | None = None) -> bool:
+    """Process one chunk from the fair scheduler; a chunk that raises marks its job failed. False when idle."""
+    from datasets.jobs.processing import process_claim
+    from datasets.jobs.services import items_claim, job_fail, worker_identity
 
-    return (
-        GenerationJob.objects.filter(status=JobStatus.QUEUED)
-        .order_by("created")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    claim = items_claim(worker=worker or worker_identity())
+    if claim is None:
+        return False
+    try:
+        process_claim(claim)
+    except Exception as exc:
+        logger.exception("job %s failed", claim.job.id)
+        try:
+            job_fail(job_id=claim.job.id, error=f"{type(exc).__name__}: {exc}")
+        except Exception:
+            logger.exception("could not mark job %s failed", claim.job.id)
+    return True
 
 
 def run_job_safely(job_id: uuid.UUID) -> None:
-    """Run one job; anything it raises marks the job failed instead of killing the caller."""
-    from datasets.generation import generate_job, mark_job_failed
+    """Run one job to its end in this thread; anything it raises marks the job failed instead of killing the
+    caller."""
+    from datasets.jobs import processing
+    from datasets.jobs.services import job_fail
 
     try:
-        generate_job(job_id)
+        processing.generate_job(job_id)
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         try:
-            mark_job_failed(job_id, f"{type(exc).__name__}: {exc}")
+            job_fail(job_id=job_id, error=f"{type(exc).__name__}: {exc}")
         except Exception:
             logger.exception("could not mark job %s failed", job_id)
 

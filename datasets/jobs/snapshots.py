@@ -1,7 +1,9 @@
 """Templates as the imaging pipeline sees them, and the frozen snapshot a generation job keeps.
 
 A job stores ``template_snapshot(...)`` dicts so its history stays true after templates are edited or
-deleted; ``spec_from_snapshot`` turns them back into ``imaging.pipeline.TemplateSpec`` values.
+deleted; ``spec_from_snapshot`` turns them back into ``imaging.pipeline.TemplateSpec`` values. The functions
+read a template's fields only (no import of ``templates_app``: that app depends on ``datasets``, not the
+other way round).
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from collections.abc import Mapping
 from imaging.edits import Edits
 from imaging.pipeline import TemplateSpec
 from imaging.points import parse_points
-from templates_app.models import Template
 
 
-def template_snapshot(template: Template, edits: Mapping | None = None, *, strict: bool = True) -> dict:
+def template_snapshot(template, edits: Mapping | None = None, *, strict: bool = True) -> dict:
     """A JSON-safe, self-contained copy of the template with the edits to run (its defaults when None).
 
     ``strict`` rejects unknown edit keys (typed API); the seed-compatible API passes False to ignore them.
@@ -31,6 +32,9 @@ def template_snapshot(template: Template, edits: Mapping | None = None, *, stric
             for p in parse_points(template.points)
         ],
         "edits": Edits.from_dict(chosen, strict=strict).to_dict(),
+        "label": template.label or template.name,
+        "box": list(template.box) if template.box else None,
+        "mask_choice": template.mask_choice or "best",
     }
 
 
@@ -45,7 +49,5 @@ def spec_from_snapshot(snapshot: Mapping) -> TemplateSpec:
     )
 
 
-def spec_for_template(
-    template: Template, edits: Mapping | None = None, *, strict: bool = True
-) -> TemplateSpec:
+def spec_for_template(template, edits: Mapping | None = None, *, strict: bool = True) -> TemplateSpec:
     return spec_from_snapshot(template_snapshot(template, edits, strict=strict))

@@ -1,4 +1,4 @@
-"""REST API of generation jobs and variants: thin views over ``datasets.services.jobs`` and the selectors.
+"""REST API of generation jobs and variants: thin views over ``datasets.jobs.services`` and the selectors.
 
 Every object is resolved through the ownership accessors (``job_get_for_user``, ``variant_get_for_user``,
 ``dataset_get_for_user``), so another user's job, variant, ZIP or event stream is a 404.
@@ -16,15 +16,25 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from datasets.downloads import job_zip_response, variant_file_response
-from datasets.events import job_channel, job_first_event_id
-from datasets.job_serializers import (
+from datasets.jobs.downloads import job_zip_response, variant_file_response
+from datasets.jobs.events import (
+    TooManyStreams,
+    job_channel,
+    job_first_event_id,
+    stream_slot_acquire,
+    stream_slot_release,
+    strip_stream_overrides,
+    too_many_streams_response,
+    with_stream_slot,
+)
+from datasets.jobs.serializers import (
     JobCreateSerializer,
     JobDetailSerializer,
     JobItemSerializer,
     JobSerializer,
     VariantSerializer,
 )
+from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY
 from datasets.selectors import (
     dataset_get_for_user,
@@ -34,10 +44,8 @@ from datasets.selectors import (
     variant_get_for_user,
     variant_list_for_job,
 )
-from datasets.services.jobs import job_cancel, job_create, job_retry_failed
 from samsite.api import ApiError
 from samsite.db import parse_uuid
-from templates_app.models import Template
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(
@@ -96,9 +104,9 @@ class DatasetJobListCreateApi(generics.ListAPIView):
         )
 
 
-def _dataset_template(dataset, template_id: str, index: int) -> Template:
+def _dataset_template(dataset, template_id: str, index: int):
     pk = parse_uuid(template_id)
-    template = Template.objects.filter(dataset=dataset, pk=pk).first() if pk else None
+    template = dataset.templates.filter(pk=pk).first() if pk else None
     if template is None:
         raise ApiError("template_not_found", "no such template in this dataset", index=index)
     return template
@@ -261,6 +269,7 @@ class JobEventsApi(_BinaryApi):
     def get(self, request: Request, job_id: str):
         job = job_get_for_user(user=request.user, job_id=job_id)
         django_request = request._request
+        strip_stream_overrides(django_request)
         if not django_request.META.get("HTTP_LAST_EVENT_ID") and not any(
             django_request.GET.getlist("lastEventId")
         ):
@@ -269,4 +278,12 @@ class JobEventsApi(_BinaryApi):
             query = django_request.GET.copy()
             query["lastEventId"] = job_first_event_id(job)
             django_request.GET = query
-        return eventstream_events(django_request, channels=[job_channel(job.id)])
+        try:
+            stream_slot_acquire(request.user)
+        except TooManyStreams as exc:
+            return too_many_streams_response(exc)
+        response = eventstream_events(django_request, channels=[job_channel(job.id)])
+        if not getattr(response, "is_async", False):
+            stream_slot_release(request.user)  # an error answer, not a stream
+            return response
+        return with_stream_slot(request.user, response)

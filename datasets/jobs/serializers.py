@@ -7,7 +7,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from datasets.events import job_counters, job_first_event_id, job_last_event_id
+from datasets.jobs.events import job_counters, job_first_event_id, job_last_event_id
+from datasets.jobs.services import job_queue_position
 from datasets.models import ComposeMode, GenerationJob, ItemStatus, JobItem, OutputFormat, Variant
 
 MAX_ERRORS_SHOWN = 100
@@ -77,6 +78,10 @@ class JobSerializer(serializers.ModelSerializer):
     counters = serializers.SerializerMethodField()
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
     urls = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField(
+        help_text="While the job waits (queued): the turns of the round-robin between users before its first "
+        "chunk (1 = next). Null once it runs or ended."
+    )
 
     class Meta:
         model = GenerationJob
@@ -99,6 +104,7 @@ class JobSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "duration_ms",
+            "queue_position",
             "urls",
         ]
         read_only_fields = fields
@@ -110,6 +116,9 @@ class JobSerializer(serializers.ModelSerializer):
     @extend_schema_field(JobUrlsSerializer)
     def get_urls(self, job: GenerationJob) -> dict:
         return job_urls(job)
+
+    def get_queue_position(self, job: GenerationJob) -> int | None:
+        return job_queue_position(job)
 
 
 class JobItemErrorSerializer(serializers.Serializer):

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from datasets import job_api
+from datasets.jobs import api as job_api
 
 urlpatterns = [
     path(

@@ -1,0 +1,386 @@
+"""Processing a job's images: every image once through the encoder, every template's mask and edits, stored.
+
+Runners call :func:`generate_job` (all of one job's work, in this thread: the inline runner, the CLI) or
+:func:`work_once` (one chunk of whichever job the fair scheduler picks: the embedded thread, Celery tasks).
+Both claim chunks of items through ``datasets.jobs.services`` and commit every image through it; this module
+holds no state transition of its own. Per image: decode once, get the embedding from the shared cache or encode
+it once for all templates, predict each applicable template's mask (class filter), render the edits (stack or
+each), encode the outputs and their masks, store the files, then commit (variants, item, counters, ``item``
+event in one transaction fenced on this worker's lease). A failing image fails its item (the reason is kept)
+and the chunk goes on.
+
+Overlap: a two-thread pool *prepares* the next image (decode, then its embedding from the cache or the
+encoder) and encodes/stores the current image's outputs, while the worker thread predicts masks, renders edits
+and commits (cv2/PIL/zlib and torch release the GIL). Each image is committed, and its event sent, as soon as
+its own outputs are stored. The pool never touches the database.
+
+Cancel and leases: before every image the worker renews its lease on the chunk's remaining items and reads the
+job's cancel flag; on a cancel it releases the items it has not started, so a cancel takes effect within one
+image on every worker. Stored files are named per attempt (``<image>-<key>-a<attempt>``), so a worker that
+lost its lease, or a retry while a ZIP download streams, never overwrites a file another row points to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import DatabaseError
+
+from datasets.image_io import decode_stored_image
+from datasets.jobs import services
+from datasets.jobs.services import Claim, ItemResult
+from datasets.jobs.snapshots import spec_from_snapshot
+from datasets.models import STACK_TEMPLATE_KEY, ComposeMode, GenerationJob, ItemStatus, JobItem, Variant
+from datasets.segmentation import app_segmenter, embedding_for
+from imaging.codecs import FORMAT_EXTENSIONS, DecodedImage, encode_image, encode_mask_png, sha256_hex
+from imaging.pipeline import TemplateSpec, render_variants, segment_templates, template_applies
+
+logger = logging.getLogger(__name__)
+
+#: Per-stage timing keys of ``GenerationJob.timings_ms`` (milliseconds, summed over images, chunks, workers).
+#: ``wall`` is the elapsed time of the image loops; ``sum(stages) - wall`` is what the overlap saved.
+STAGES = ("decode", "embed", "predict", "edit", "encode", "store")
+
+_MAX_ERROR_CHARS = services.MAX_ERROR_CHARS
+
+
+def generate_job(job_id: uuid.UUID | str, *, worker: str | None = None) -> GenerationJob | None:
+    """Process every claimable item of job ``job_id`` in this thread, chunk after chunk, until none is left.
+
+    Returns the job as it stands afterwards (None when it does not exist). Items other workers hold are left to
+    them. Database errors propagate (the runner marks the job failed); errors of a single image only fail that
+    image's item.
+    """
+    worker = worker or services.worker_identity()
+    while (claim := services.items_claim(worker=worker, job_id=job_id)) is not None:
+        process_claim(claim)
+    return GenerationJob.objects.filter(pk=job_id).first()
+
+
+def work_once(*, worker: str | None = None) -> bool:
+    """Claim and process one chunk of whichever job the fair scheduler picks; False when there was none."""
+    claim = services.items_claim(worker=worker or services.worker_identity())
+    if claim is None:
+        return False
+    process_claim(claim)
+    return True
+
+
+def process_claim(claim: Claim) -> None:
+    """Run the claimed chunk to its end (or to a cancel); the job ends when its last item does."""
+    job = claim.job
+    started = time.perf_counter()
+    try:
+        segmenter = app_segmenter()
+    except Exception as exc:  # no checkpoint, unreadable weights, ...
+        services.job_fail(job_id=job.id, error=f"segmenter unavailable: {exc}")
+        return
+    timings = {"load": (time.perf_counter() - started) * 1000}
+    # Loading a model can take longer than a lease: renew it before the first image.
+    services.items_heartbeat(worker=claim.worker, item_ids=claim.item_ids)
+    services.job_record_segmenter(
+        job=job, label=f"{segmenter.backend}:{segmenter.model_type or '-'}:{segmenter.fingerprint}"
+    )
+    specs = sorted((spec_from_snapshot(s) for s in job.templates_snapshot), key=lambda spec: spec.order)
+    processor = _ChunkProcessor(claim=claim, specs=specs, segmenter=segmenter, timings=timings)
+    try:
+        processor.run()
+    finally:
+        services.job_add_timings(job=job, timings=timings)
+
+
+def variant_file_names(
+    job: GenerationJob, image_id: uuid.UUID, template_key: str, attempt: int
+) -> tuple[str, str]:
+    """Storage names of a variant and its mask for one attempt at the item: a rerun writes new files and the
+    commit swaps the rows, so no name a committed row points to is ever overwritten."""
+    ext = FORMAT_EXTENSIONS[job.output_format]
+    stem = f"variants/{job.id.hex}/{image_id.hex}-{template_key}-a{attempt}"
+    return f"{stem}.{ext}", f"{stem}-mask.png"
+
+
+def _save_exact(name: str, data: bytes) -> str:
+    if default_storage.exists(name):
+        default_storage.delete(name)  # only ever a file of this very attempt that never got committed
+    return default_storage.save(name, ContentFile(data))
+
+
+def _delete_quietly(names) -> None:
+    for name in names:
+        try:
+            if name and default_storage.exists(name):
+                default_storage.delete(name)
+        except OSError:
+            logger.warning("could not delete %s", name, exc_info=True)
+
+
+@dataclass
+class _Prepared:
+    """An image decoded and embedded off the worker thread (or the reason it could not be)."""
+
+    item: JobItem
+    image: DecodedImage | None = None
+    applicable: list[TemplateSpec] = field(default_factory=list)
+    embedding: object | None = None
+    cache_hit: bool = False
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _StoredFile:
+    template_key: str
+    template_ids: list[str]
+    template_names: list[str]
+    name: str
+    mask_name: str
+    score: float
+    area: int
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass
+class _Outcome:
+    """Everything known about one image once its outputs are stored, ready to be committed."""
+
+    item: JobItem
+    status: str = ItemStatus.SUCCEEDED
+    error: str = ""
+    cache_hit: bool = False
+    encoded: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    stored: Future | None = None  # -> (list[_StoredFile], encode_ms, store_ms)
+
+
+class _ChunkProcessor:
+    def __init__(self, *, claim: Claim, specs: list[TemplateSpec], segmenter, timings: dict[str, float]):
+        self.claim = claim
+        self.job = claim.job
+        self.worker = claim.worker
+        self.specs = specs
+        self.segmenter = segmenter
+        self.timings = timings
+        self.each = self.job.compose == ComposeMode.EACH
+
+    def run(self) -> None:
+        items = list(self.claim.items)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="samgen-io") as pool:
+            upcoming: Future | None = pool.submit(self._prepare, items[0]) if items else None
+            for position, item in enumerate(items):
+                remaining = items[position:]
+                held = services.items_heartbeat(worker=self.worker, item_ids=[i.pk for i in remaining])
+                if self._cancel_requested():
+                    if upcoming is not None:
+                        upcoming.cancel()
+                    services.items_release(worker=self.worker, job=self.job, item_ids=held)
+                    break
+                prepared = upcoming.result()
+                has_next = position + 1 < len(items)
+                upcoming = pool.submit(self._prepare, items[position + 1]) if has_next else None
+                if item.pk not in held:
+                    logger.warning("job %s: lost the lease on item %s; skipping it", self.job.id, item.index)
+                    continue
+                self._commit(self._process(prepared, pool))
+        self.timings["wall"] = self.timings.get("wall", 0.0) + (time.perf_counter() - started) * 1000
+
+    def _cancel_requested(self) -> bool:
+        row = GenerationJob.objects.filter(pk=self.job.pk).values_list("cancel_requested", "status").first()
+        return row is None or bool(row[0]) or row[1] not in services.ACTIVE
+
+    def _prepare(self, item: JobItem) -> _Prepared:
+        """Pool thread: decode the stored image and get its embedding (no database access here)."""
+        prepared = _Prepared(item=item)
+        started = time.perf_counter()
+        try:
+            prepared.image = decode_stored_image(item.image.file)
+        except Exception as exc:
+            prepared.error = _describe(exc)
+            return prepared
+        finally:
+            prepared.timings["decode"] = (time.perf_counter() - started) * 1000
+        prepared.applicable = [
+            spec for spec in self.specs if template_applies(spec.image_class, item.image.image_class)
+        ]
+        if not prepared.applicable:
+            return prepared  # skipped: never spend an encoder pass on it
+        started = time.perf_counter()
+        try:
+            prepared.embedding, prepared.cache_hit = embedding_for(
+                sha256=item.image.sha256, rgb=prepared.image.rgb
+            )
+        except Exception as exc:
+            logger.info("job %s: embedding of image %s failed", self.job.id, item.image_id, exc_info=True)
+            prepared.error = _describe(exc)
+        finally:
+            prepared.timings["embed"] = (time.perf_counter() - started) * 1000
+        return prepared
+
+    def _process(self, prepared: _Prepared, pool: ThreadPoolExecutor) -> _Outcome:
+        outcome = _Outcome(item=prepared.item, timings=dict(prepared.timings))
+        if prepared.error:
+            outcome.status, outcome.error = ItemStatus.FAILED, prepared.error
+            return outcome
+        if not prepared.applicable:
+            outcome.status = ItemStatus.SKIPPED
+            return outcome
+        image = prepared.image
+        outcome.cache_hit, outcome.encoded = bool(prepared.cache_hit), not prepared.cache_hit
+        try:
+            with _timed(outcome.timings, "predict"):
+                masks = segment_templates(
+                    self.segmenter,
+                    prepared.embedding,
+                    prepared.applicable,
+                    width=image.width,
+                    height=image.height,
+                )
+            with _timed(outcome.timings, "edit"):
+                results = render_variants(image, masks, prepared.applicable, compose=self.job.compose)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            logger.info(
+                "job %s: image %s failed: %s", self.job.id, prepared.item.image_id, exc, exc_info=True
+            )
+            outcome.status, outcome.error = ItemStatus.FAILED, _describe(exc)
+            return outcome
+        if not results:
+            outcome.status = ItemStatus.SKIPPED
+            return outcome
+        outcome.stored = pool.submit(self._encode_and_store, prepared.item, results)
+        return outcome
+
+    def _keys(self) -> list[str]:
+        return [spec.id for spec in self.specs] if self.each else [STACK_TEMPLATE_KEY]
+
+    def _encode_and_store(self, item: JobItem, results) -> tuple[list[_StoredFile], float, float]:
+        """Pool thread: encode each variant and its mask, write them under this attempt's names."""
+        encode_ms = store_ms = 0.0
+        stored: list[_StoredFile] = []
+        for result in results:
+            t0 = time.perf_counter()
+            data = encode_image(result.rgb, self.job.output_format)
+            mask_data = encode_mask_png(result.mask)
+            digest = sha256_hex(data)
+            t1 = time.perf_counter()
+            key = result.template_ids[0] if self.each else STACK_TEMPLATE_KEY
+            name, mask_name = variant_file_names(self.job, item.image_id, key, item.attempts)
+            name = _save_exact(name, data)
+            mask_name = _save_exact(mask_name, mask_data)
+            t2 = time.perf_counter()
+            encode_ms += (t1 - t0) * 1000
+            store_ms += (t2 - t1) * 1000
+            height, width = result.rgb.shape[:2]
+            stored.append(
+                _StoredFile(
+                    template_key=key,
+                    template_ids=list(result.template_ids),
+                    template_names=list(result.template_names),
+                    name=name,
+                    mask_name=mask_name,
+                    score=float(result.score),
+                    area=int(result.area),
+                    width=int(width),
+                    height=int(height),
+                    sha256=digest,
+                )
+            )
+        return stored, encode_ms, store_ms
+
+    def _commit(self, outcome: _Outcome) -> None:
+        """Hand the image's outcome to ``item_finish``; discard this attempt's files if the lease was lost."""
+        stored: list[_StoredFile] = []
+        item = outcome.item
+        if outcome.stored is not None:
+            try:
+                stored, encode_ms, store_ms = outcome.stored.result()
+                outcome.timings["encode"] = encode_ms
+                outcome.timings["store"] = store_ms
+            except DatabaseError:
+                raise
+            except Exception as exc:
+                logger.info("job %s: storing image %s failed", self.job.id, item.image_id, exc_info=True)
+                outcome.status, outcome.error = ItemStatus.FAILED, _describe(exc)
+                self._delete_attempt(item, item.attempts)
+        for key, value in outcome.timings.items():
+            self.timings[key] = self.timings.get(key, 0.0) + value
+        result = ItemResult(
+            status=outcome.status,
+            variants=self._variants(item, stored),
+            error=outcome.error,
+            ms=round(sum(outcome.timings.values())),
+            cache_hit=outcome.cache_hit,
+            encoded=outcome.encoded,
+        )
+        committed = services.item_finish(worker=self.worker, job=self.job, item=item, result=result)
+        if committed is None:
+            self._delete_attempt(item, item.attempts)
+            return
+        self.job.refresh_from_db()
+        # Files of earlier attempts that never got committed (their worker died mid-image).
+        for attempt in range(1, item.attempts):
+            self._delete_attempt(item, attempt)
+
+    def _delete_attempt(self, item: JobItem, attempt: int) -> None:
+        _delete_quietly(
+            name for key in self._keys() for name in variant_file_names(self.job, item.image_id, key, attempt)
+        )
+
+    def _variants(self, item: JobItem, stored: list[_StoredFile]) -> list[Variant]:
+        existing = set()
+        if self.each and stored:
+            wanted = [uuid.UUID(f.template_key) for f in stored]
+            existing = {
+                pk.hex for pk in self.job.dataset.templates.filter(pk__in=wanted).values_list("pk", flat=True)
+            }
+        variants = []
+        for f in stored:
+            variant = Variant(
+                job=self.job,
+                image_id=item.image_id,
+                template_id=uuid.UUID(f.template_key) if f.template_key in existing else None,
+                template_key=f.template_key,
+                template_ids=f.template_ids,
+                template_names=f.template_names,
+                score=f.score,
+                area=f.area,
+                width=f.width,
+                height=f.height,
+                sha256=f.sha256,
+            )
+            variant.file.name = f.name
+            variant.mask_file.name = f.mask_name
+            variants.append(variant)
+        return variants
+
+
+def _describe(exc: BaseException) -> str:
+    """A message for the user: the imaging errors' own text; never a server path from an OSError."""
+    if isinstance(exc, FileNotFoundError):
+        return "the stored file is missing"
+    if isinstance(exc, OSError):
+        return f"could not read or write a stored file ({type(exc).__name__})"
+    text = str(exc).strip()
+    return (text or type(exc).__name__)[:_MAX_ERROR_CHARS]
+
+
+class _timed:
+    """``with _timed(timings, "stage"):`` adds the block's milliseconds to ``timings["stage"]``."""
+
+    def __init__(self, timings: dict[str, float], key: str):
+        self.timings, self.key = timings, key
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.key] = self.timings.get(self.key, 0.0) + (time.perf_counter() - self.started) * 1000

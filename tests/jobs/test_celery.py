@@ -1,0 +1,165 @@
+"""The Celery runner with real worker processes: two workers share one job, a SIGKILLed worker's items are
+finished by the other after its lease, and the events they produce reach an SSE client of the web process.
+
+Workers are started as an operator would (``celery -A samsite worker``) against Redis at 127.0.0.1:6379 (a
+database of its own) and the test database, with the tiny SAM checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.db import connection
+
+from datasets.jobs.services import job_create
+from datasets.models import GenerationJob, JobItem
+from tests.factories import DatasetFactory, png_bytes
+from tests.jobs.conftest import add_templates, store_image
+
+BROKER = "redis://127.0.0.1:6379/14"
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(1800)]
+
+
+def _redis_available() -> bool:
+    try:
+        return bool(redis.Redis.from_url(BROKER).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def celery_env(settings, use_tiny_sam, tmp_path):
+    if not _redis_available():
+        pytest.fail("Redis at 127.0.0.1:6379 is required for the Celery tests (.ci/run starts it)")
+    queue = f"samgen-test-{uuid.uuid4().hex[:8]}"
+    redis.Redis.from_url(BROKER).flushdb()
+    from samsite.celery import app
+
+    previous = (app.conf.broker_url, app.conf.task_default_queue)
+    app.conf.broker_url = BROKER
+    app.conf.task_default_queue = queue
+    settings.JOB_RUNNER = "celery"
+    settings.JOB_CHUNK_SIZE = 2
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DEBUG": "true",
+        "SECRET_KEY": "celery-test",
+        "CELERY_BROKER_URL": BROKER,
+        "CELERY_QUEUE": queue,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "EMBED_CACHE_DIR": str(settings.EMBED_CACHE_DIR),
+        "SAM_BACKEND": "sam",
+        "SAM_CHECKPOINT": str(use_tiny_sam),
+        "JOB_RUNNER": "celery",
+        "JOB_CHUNK_SIZE": "2",
+        "JOB_LEASE_SECONDS": "60",
+        "WORKER_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    workers: list[subprocess.Popen] = []
+
+    def start(name: str, *, lease_seconds: int = 60) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "samsite",
+                "worker",
+                "--pool=solo",
+                "-Q",
+                queue,
+                "-n",
+                f"{name}@%h",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env={**env, "JOB_LEASE_SECONDS": str(lease_seconds)},
+            cwd=django_settings.BASE_DIR,
+        )
+        workers.append(process)
+        return process
+
+    yield start
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in workers:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    app.conf.broker_url, app.conf.task_default_queue = previous
+
+
+def _wait_for(predicate, timeout: float = 900.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def _job_over(owner, count: int):
+    dataset = DatasetFactory(owner=owner)
+    for index in range(count):
+        store_image(dataset, f"img_{index}.png", png_bytes(64, 48, seed=index))
+    add_templates(dataset, 2)
+    return dataset
+
+
+def _assert_exactly_once(job: GenerationJob, count: int) -> None:
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert (job.succeeded_items, job.failed_items, job.variant_count) == (count, 0, count)
+    pairs = Counter(job.variants.values_list("image_id", "template_key"))
+    assert len(pairs) == count and set(pairs.values()) == {1}
+    from django_eventstream.models import Event
+
+    events = Counter(Event.objects.filter(channel=f"job-{job.id.hex}").values_list("type", flat=True))
+    assert events["item"] == count and events["done"] == 1
+
+
+def test_two_celery_workers_process_one_job_together_exactly_once(alice, celery_env):
+    dataset = _job_over(alice, 40)
+    celery_env("w1")
+    celery_env("w2")
+    job = job_create(dataset=dataset, owner=alice)
+    _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal)
+    _assert_exactly_once(job, 40)
+    ran_by = {worker.split(":")[1] for worker in job.items.values_list("worker", flat=True)}
+    assert len(ran_by) == 2  # both worker processes did work
+
+
+def test_a_sigkilled_worker_loses_only_its_lease(alice, celery_env):
+    dataset = _job_over(alice, 16)
+    victim = celery_env("victim", lease_seconds=15)
+    job = job_create(dataset=dataset, owner=alice)
+    # The victim holds a chunk and has committed at least one image: kill it mid-job.
+    _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).succeeded_items >= 1)
+    held = list(JobItem.objects.filter(job=job, status="running").values_list("worker", flat=True).distinct())
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not GenerationJob.objects.get(pk=job.pk).is_terminal
+    celery_env("rescuer", lease_seconds=15)
+    _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal)
+    _assert_exactly_once(job, 16)
+    if held:  # the victim's in-flight items were redone by the rescuer after the lease expired
+        assert job.items.filter(attempts__gte=2).exists()
