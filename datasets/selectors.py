@@ -75,27 +75,3 @@ def variant_get_for_user(*, user: AbstractBaseUser, variant_id: object) -> Varia
         "job", "image"
     )
     return get_by_public_id(queryset, variant_id, "variant")
-
-
-def job_events_after(*, job_id, after: int, limit: int = 200) -> list[tuple[int, str, dict]]:
-    """The stored events of the job's JSON channel with id above ``after``, oldest first, at most ``limit``:
-    ``(event id, type, payload)``. The store is the transactional outbox of ``datasets.events``, so every
-    committed change's event is here, in commit order."""
-    import json
-
-    from django_eventstream.models import Event
-
-    from datasets.events import job_channel
-
-    rows = (
-        Event.objects.filter(channel=job_channel(job_id), eid__gt=after)
-        .order_by("eid")
-        .values_list("eid", "type", "data")[:limit]
-    )
-    events = []
-    for eid, event_type, data in rows:
-        payload = json.loads(data)
-        if isinstance(payload, str):  # send_job_event stores the JSON text, which the storage encodes again
-            payload = json.loads(payload)
-        events.append((eid, event_type, payload))
-    return events

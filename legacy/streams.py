@@ -12,7 +12,7 @@ turns each finished item into the old per-image event. It listens on the job's e
 each wake-up, reads the job's stored events after the last one it saw; the stored log is the source of
 truth, so the relay works whichever process runs the job and misses nothing, and the database is not
 polled while the job is busy. A client that disconnects only stops the relay, never the job. Variant bytes
-come from the runner's just-encoded buffers when it runs in this process (``datasets.recent_outputs``).
+come from the runner's just-encoded buffers when it runs in this process (``datasets.jobs.outputs``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,13 +29,12 @@ import cv2
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
-from django_eventstream.views import Listener, get_listener_manager
 
-from datasets.events import EVENT_DONE, EVENT_ITEM, job_channel
 from datasets.image_io import decode_stored_image, read_file_bytes
+from datasets.jobs.events import EVENT_DONE, EVENT_ITEM, job_channel
+from datasets.jobs.outputs import recent_outputs
+from datasets.jobs.relay import relay_events
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, ItemStatus, JobItem, Variant
-from datasets.recent_outputs import recent_outputs
-from datasets.selectors import job_events_after
 from imaging.codecs import b64encode, decode_image, encode_image, encode_mask_png
 
 logger = logging.getLogger(__name__)
@@ -188,12 +186,10 @@ class Rendition:
 class _Relay:
     job_id: uuid.UUID
     rendition: Rendition | None = None
-    last_event_id: int = 0
     emitted: set[int] = field(default_factory=set)
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
-    reads: int = 0
 
 
 def _item_base(job: GenerationJob, item: JobItem) -> dict:
@@ -296,41 +292,29 @@ def _item_event(relay: _Relay, job: GenerationJob, item: JobItem, variant: Varia
     return event
 
 
-def _advance(relay: _Relay) -> tuple[list[dict], bool]:
-    """Seed events for the job events stored since the last read, and whether the run has ended.
+def _on_event(relay: _Relay, kind: str, payload: dict) -> tuple[list[dict], bool]:
+    """The seed events for one stored job event, and whether the run has ended.
 
-    Reads the job's stored event log (one indexed query) after the last id seen; only when it holds new
-    ``item`` events are their rows (item, image, stack variant) loaded. Every committed item has its event
-    in that log (the runner's transactional outbox), so reading it after each wake-up misses nothing.
+    ``item``: the image's old per-image event (its item, image and stack variant rows are read once);
+    ``done``: an error event for every image not relayed (a run that stopped early still answers once for
+    every image), then the final summary. Other events say nothing the old clients want.
     """
-    relay.reads += 1
-    stored = job_events_after(job_id=relay.job_id, after=relay.last_event_id)
-    if not stored:
-        return [], False
-    relay.last_event_id = stored[-1][0]
-    indexes = [p["index"] for _, kind, p in stored if kind == EVENT_ITEM and p.get("index") is not None]
-    fresh = sorted(set(indexes) - relay.emitted)
-    ended = any(kind == EVENT_DONE for _, kind, _p in stored)
-    if not fresh and not ended:
+    if kind == EVENT_ITEM:
+        index = payload.get("index")
+        if index is None or index in relay.emitted:
+            return [], False
+        item = JobItem.objects.select_related("image").filter(job_id=relay.job_id, index=index).first()
+        if item is None:  # the image was deleted while the job ran
+            return [], False
+        job = GenerationJob.objects.get(pk=relay.job_id)
+        variant = Variant.objects.filter(
+            job_id=relay.job_id, image_id=item.image_id, template_key=STACK_TEMPLATE_KEY
+        ).first()
+        return [_item_event(relay, job, item, variant)], False
+    if kind != EVENT_DONE:
         return [], False
     job = GenerationJob.objects.get(pk=relay.job_id)
     events: list[dict] = []
-    if fresh:
-        items = list(
-            JobItem.objects.filter(job_id=relay.job_id, index__in=fresh)
-            .select_related("image")
-            .order_by("index")
-        )
-        variants = {
-            v.image_id: v
-            for v in Variant.objects.filter(
-                job_id=relay.job_id, image_id__in=[i.image_id for i in items], template_key=STACK_TEMPLATE_KEY
-            )
-        }
-        events = [_item_event(relay, job, item, variants.get(item.image_id)) for item in items]
-    if not ended:
-        return events, False
-    # A run that stopped early (failed, canceled) still answers once for every image.
     reason = job.error or f"not processed: the job {job.status}"
     leftovers = JobItem.objects.filter(job_id=relay.job_id).exclude(index__in=relay.emitted)
     for item in leftovers.select_related("image").order_by("index"):
@@ -351,46 +335,30 @@ def _advance(relay: _Relay) -> tuple[list[dict], bool]:
     return events, True
 
 
-def _subscribe(job_id: uuid.UUID) -> Listener:
-    """A django-eventstream listener on the job's channel, woken when one of its events is published: by this
-    process's runner, or by any process's through its Redis listener when EVENTSTREAM_REDIS is set."""
-    listener = Listener()
-    listener.assign_loop()
-    listener.channels = {job_channel(job_id)}
-    get_listener_manager().add_listener(listener)
-    return listener
-
-
 async def job_relay(job_id: uuid.UUID, *, rendition: Rendition | None = None) -> AsyncIterator[str]:
     """The old apply_stream events of job ``job_id``, as its runner commits each image (see module doc).
 
-    Subscribes to the job's channel first, then reads the stored events after the last one seen on every
-    wake-up, so an event published between a read and the wait still wakes the next read. Without a
-    wake-up a keep-alive comment goes out every :data:`KEEPALIVE_SECONDS`, and the log is re-read every
-    :data:`FALLBACK_SECONDS` (a safety net for a lost notification). ``rendition`` re-encodes the variants for the stream (None: as stored).
+    Built on :func:`datasets.jobs.relay.relay_events`: woken by the job channel's listener, it reads the
+    stored events after the last one relayed, so none is missed and the database is not polled while the
+    job is busy; a keep-alive comment goes out every :data:`KEEPALIVE_SECONDS` of silence and the log is
+    re-read every :data:`FALLBACK_SECONDS` without a wake-up (a safety net). ``rendition`` re-encodes the
+    variants for the stream (None: as stored).
     """
     relay = _Relay(job_id=job_id, rendition=rendition)
     yield sse_open(f"job {job_id.hex}")
-    listener = _subscribe(job_id)
+    stored_events = relay_events(
+        job_channel(job_id), keepalive_seconds=KEEPALIVE_SECONDS, resync_seconds=FALLBACK_SECONDS
+    )
     try:
-        read = True
-        while True:
-            if read:
-                listener.aevent.clear()
-                listener.channel_items.clear()  # the events' content is read from storage, not the queue
-                listener.overflow = False
-                events, finished = await sync_to_async(_advance)(relay)
-                last_read = time.monotonic()
-                for event in events:
-                    yield sse_data(event)
-                if finished:
-                    yield DONE_MARKER
-                    return
-            try:
-                await asyncio.wait_for(listener.aevent.wait(), timeout=KEEPALIVE_SECONDS)
-                read = True
-            except TimeoutError:
+        async for stored in stored_events:
+            if stored is None:
                 yield KEEPALIVE
-                read = time.monotonic() - last_read >= FALLBACK_SECONDS
+                continue
+            events, finished = await sync_to_async(_on_event)(relay, stored.type, stored.payload)
+            for event in events:
+                yield sse_data(event)
+            if finished:
+                yield DONE_MARKER
+                return
     finally:
-        get_listener_manager().remove_listener(listener)
+        await stored_events.aclose()

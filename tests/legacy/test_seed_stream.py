@@ -134,15 +134,20 @@ async def _start(seeded) -> SSEReader:
 
 @pytest.fixture
 def counted_reads(monkeypatch):
-    """Counts the relay's reads of the database (every read goes through ``_advance``)."""
+    """Counts the relay's database work: reads of the stored event log and per-event row loads."""
+    from datasets.jobs import relay
+
     calls = {"n": 0}
-    original = streams._advance
 
-    def counting(relay):
-        calls["n"] += 1
-        return original(relay)
+    def counting(original):
+        def wrapper(*args, **kwargs):
+            calls["n"] += 1
+            return original(*args, **kwargs)
 
-    monkeypatch.setattr(streams, "_advance", counting)
+        return wrapper
+
+    monkeypatch.setattr(relay, "stored_events_after", counting(relay.stored_events_after))
+    monkeypatch.setattr(streams, "_on_event", counting(streams._on_event))
     return calls
 
 
@@ -160,7 +165,9 @@ async def test_relay_wakes_on_events_in_order_and_never_polls_while_idle(
     assert first["index"] == 0
     assert encode_gate.waiting.wait(10)
 
-    # The runner is held: keep-alives flow, but the relay does not touch the database.
+    # The runner is held: keep-alives flow, but the relay does not touch the database. (The first
+    # keep-alive marks the quiet: wake-ups for events stored just before it may still read.)
+    assert await reader.next_event(timeout=5) is None
     reads_before = counted_reads["n"]
     keepalives = 0
     while keepalives < 5:  # ~1 s of idle stream
@@ -176,9 +183,9 @@ async def test_relay_wakes_on_events_in_order_and_never_polls_while_idle(
     done = rest.pop()
     assert [e["index"] for e in rest] == [1, 2, 3]  # in order, none missed, none twice
     assert done["done"] is True and (done["succeeded"], done["failed"]) == (4, 0)
-    # One read per wake-up: at most the opening read plus one per stored event after it.
-    job = await GenerationJob.objects.aget(pk=done["job_id"])
-    assert counted_reads["n"] <= 1 + 2 + job.total_items + 2
+    # Database work follows the events: a log read per wake-up (plus one to see it drained) and one row
+    # load per relayed event, nothing per unit of time.
+    assert counted_reads["n"] <= 3 * (2 + 4 + 2)
 
 
 @pytest.mark.asyncio
@@ -186,9 +193,9 @@ async def test_relay_wakes_on_events_in_order_and_never_polls_while_idle(
 @pytest.mark.usefixtures("_close_async_connections")
 async def test_relay_misses_nothing_when_notifications_are_lost(seeded, embedded_runner, monkeypatch):
     """The stored log is the source of truth: with every push dropped, the slow re-read still relays all."""
-    import datasets.events
+    import datasets.jobs.events
 
-    monkeypatch.setattr(datasets.events, "_push_to_listeners", lambda *args, **kwargs: None)
+    monkeypatch.setattr(datasets.jobs.events, "_push_to_listeners", lambda *args, **kwargs: None)
     monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.1)
     monkeypatch.setattr(streams, "FALLBACK_SECONDS", 0.3)
     reader = await _start(seeded)
@@ -197,3 +204,30 @@ async def test_relay_misses_nothing_when_notifications_are_lost(seeded, embedded
         events.append(event)
     assert [e["index"] for e in events[:-1]] == [0, 1, 2, 3]
     assert events[-1]["done"] is True and events[-1]["succeeded"] == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_takes_variant_bytes_from_the_runners_buffer_else_storage(alice_api, photo_files, monkeypatch):
+    from datasets.jobs.outputs import recent_outputs
+
+    body = init_dataset(alice_api, photo_files, names=["chelsea.png", "camera.png"])
+    template = _template(alice_api, body["dataset_id"])
+    request = {"dataset_id": body["dataset_id"], "edits": {template["id"]: {"hue": 40}}, "format": "png"}
+    reads = []
+    original = streams.read_file_bytes
+    monkeypatch.setattr(streams, "read_file_bytes", lambda file: reads.append(file.name) or original(file))
+
+    events = _run(alice_api, request)  # the inline runner ran in this process: its buffers are used
+    assert events[-2]["succeeded"] == 2 and reads == []
+    for event in events[:-2]:
+        variant = Variant.objects.get(pk=event["variant_id"])
+        assert base64.b64decode(event["variant_png"]) == original(variant.file)
+
+    recent_outputs.clear()  # e.g. the job ran in another process: the relay reads storage
+    replay = asyncio.run(_collect(streams.job_relay(GenerationJob.objects.get(pk=events[-2]["job_id"]).id)))
+    assert [e["variant_png"] for e in replay[:-2]] == [e["variant_png"] for e in events[:-2]]
+    assert len(reads) == 2
+
+
+async def _collect(stream) -> list:
+    return parse_sse("".join([chunk async for chunk in stream]).encode())
