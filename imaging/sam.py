@@ -492,9 +492,17 @@ class SamSegmenter:
 
     def _upsample(self, low_res: torch.Tensor, embedding: Embedding) -> np.ndarray:
         """``K x 256 x 256`` logits to ``K x H x W`` bool masks at the original size (``postprocess_masks`` +
-        threshold; each channel is interpolated on its own, so upsampling a subset changes no value)."""
-        masks = self.model.postprocess_masks(low_res[None], embedding.input_size, embedding.original_size)
-        return (masks > self.model.mask_threshold)[0].cpu().numpy()
+        threshold). Bilinear interpolation treats every channel on its own, so upsampling a subset, or one
+        mask per call, changes no value; one call per mask is ~3x faster than one call on three channels
+        (measured at 2048x1536: torch's multi-channel bilinear path is much slower per channel)."""
+        height, width = embedding.original_size
+        out = np.empty((low_res.shape[0], height, width), dtype=bool)
+        for k in range(low_res.shape[0]):
+            mask = self.model.postprocess_masks(
+                low_res[None, k : k + 1], embedding.input_size, (height, width)
+            )
+            out[k] = (mask > self.model.mask_threshold)[0, 0].cpu().numpy()
+        return out
 
 
 def save_state_dict(state_dict: Mapping[str, Any], path: str | Path) -> Path:
