@@ -27,11 +27,11 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
 venv: $(RUNTIME_STAMP)
 
 ## Set up (venv, install, migrate, first admin) and serve the ASGI app on http://$(HOST):$(PORT)
+# DEBUG is on for local use only (the settings refuse it with a non-local ALLOWED_HOSTS).
 run: $(RUNTIME_STAMP)
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py createcachetable
-	$(PY) manage.py ensure_admin
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	DEBUG=true $(PY) manage.py migrate --noinput
+	DEBUG=true $(PY) manage.py ensure_admin
+	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
 
 ## Install what the tests need (incl. Debian's Chromium) and run lint + the whole suite
 test: $(DEV_STAMP)

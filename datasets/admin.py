@@ -106,6 +106,17 @@ class GenerationJobAdmin(admin.ModelAdmin):
     )
     inlines = [JobItemInline]
 
+    def has_add_permission(self, request):
+        # Jobs are made by the app (pages, API, CLI, seed API) from a dataset's templates, never by hand.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # A finished job is a record of what ran: read-only. A queued or running one may still be edited
+        # (e.g. cancel_requested) by staff who have the permission.
+        if obj is not None and obj.is_terminal:
+            return False
+        return super().has_change_permission(request, obj)
+
     @admin.display(description="job")
     def short_id(self, obj):
         return obj.id.hex[:8]
@@ -129,14 +140,33 @@ class JobItemAdmin(admin.ModelAdmin):
     readonly_fields = ("id", "created", "updated")
     list_select_related = ("job", "image")
 
+    def has_add_permission(self, request):
+        return False  # items are made with their job
+
 
 @admin.register(Variant)
 class VariantAdmin(FilePreviewAdminMixin, admin.ModelAdmin):
     preview_fields = ("file",)
     download_fields = ("mask_file",)
+    exclude = ("annotations",)  # RLE strings: read them through the exports, not a form
     list_display = ("preview", "image", "job", "template_key", "score", "area", "created")
     list_filter = ("created",)
     search_fields = ("image__filename", "job__id", "template_key")
     raw_id_fields = ("job", "image", "template")
-    readonly_fields = ("id", "preview", "sha256", "score", "area", "width", "height", "created", "updated")
+    readonly_fields = (
+        "id",
+        "preview",
+        "sha256",
+        "score",
+        "stability",
+        "flags",
+        "area",
+        "width",
+        "height",
+        "created",
+        "updated",
+    )
     list_select_related = ("job", "image")
+
+    def has_add_permission(self, request):
+        return False  # variants are made by the job runner

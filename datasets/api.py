@@ -16,9 +16,9 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from datasets.image_io import decode_stored_image
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
+from datasets.prompts import check_templates_per_preview, edits_from_input, points_from_input
 from datasets.segmentation import app_segmenter_status
 from datasets.selectors import (
     dataset_get_for_user,
@@ -43,14 +43,13 @@ from datasets.serializers import (
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class, images_upload
-from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview
+from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from datasets.views import LenientContentNegotiation
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.pipeline import TemplateSpec
+from samsite.db import parse_uuid
 from samsite.errors import ServiceError
-from templates_app.selectors import template_get_for_user, template_list_for_dataset
-from templates_app.services import edits_from_input, points_from_input
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
 
@@ -198,7 +197,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
         specs = self._preview_specs(dataset, data.get("templates"))
         result = edit_preview(image=image, specs=specs, compose=data["compose"])
         if result is None:
-            decoded = decode_stored_image(image.file)
+            decoded = working_image(image)  # the size an edited preview would have
             png, applied, ids, names, score, area = encode_image(decoded.rgb, "png"), False, [], [], 0.0, 0
             height, width = decoded.rgb.shape[:2]
         else:
@@ -235,23 +234,22 @@ class DatasetViewSet(viewsets.GenericViewSet):
 
     def _preview_specs(self, dataset: Dataset, items: object) -> list[TemplateSpec]:
         if items is None:
-            specs = [spec_for_template(template) for template in template_list_for_dataset(dataset=dataset)]
+            specs = [spec_for_template(template) for template in dataset.templates.order_by("position")]
         elif not isinstance(items, list):
             raise ServiceError(
                 "invalid_template", "templates must be a list of {id, edits}", field="templates"
             )
         else:
+            check_templates_per_preview(len(items))
             specs = []
             for index, item in enumerate(items):
                 template_id = item.get("id") or item.get("template_id") if isinstance(item, dict) else None
-                try:
-                    template = template_get_for_user(
-                        user=self.request.user, template_id=template_id, dataset=dataset
-                    )
-                except Http404:
+                template_pk = parse_uuid(template_id)
+                template = dataset.templates.filter(pk=template_pk).first() if template_pk else None
+                if template is None:
                     raise ServiceError(
                         "invalid_template", "not a template of this dataset", field="templates", index=index
-                    ) from None
+                    )
                 edits = item.get("edits")
                 if edits is not None:
                     edits_from_input(edits, index=index)

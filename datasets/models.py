@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.db import models
 
+from datasets.image_io import safe_suffix
 from samsite.db import BaseModel
 
 
@@ -21,8 +21,9 @@ class ImageClass(models.TextChoices):
 
 def _upload_path(prefix: str, instance_dir: str, filename: str) -> str:
     # Storage names are random: user filenames never reach the filesystem (display names live in the row).
-    suffix = PurePosixPath(filename).suffix.lower()[:10]
-    return f"{prefix}/{instance_dir}/{uuid.uuid4().hex}{suffix}"
+    # Services pass a name whose suffix comes from the decoded format; anything but a known image suffix is
+    # dropped, so no stored name can make a file view (or a web server) treat it as HTML.
+    return f"{prefix}/{instance_dir}/{uuid.uuid4().hex}{safe_suffix(filename)}"
 
 
 def image_upload_to(instance: DatasetImage, filename: str) -> str:
@@ -228,8 +229,16 @@ STACK_TEMPLATE_KEY = "stack"
 
 
 class Variant(BaseModel):
-    """An edited image. ``template_key`` is the template's hex id, or "stack" for a layered variant, so
-    the uniqueness of (job, image, template) holds on every database and survives template deletion."""
+    """An edited image, or (annotate jobs) only the mask of one template on one image, with no ``file``.
+
+    ``template_key`` is the template's hex id, or "stack" for a layered variant, so the uniqueness of (job,
+    image, template) holds on every database and survives template deletion. ``annotations`` holds one entry
+    per template whose mask the variant carries (each/annotate: one; stack: every applied template), in
+    application order: ``{template_id, label, score, stability, area, bbox, rle, flags}`` (``rle``: COCO
+    compressed RLE, see ``imaging.annotations``) — the source of the training exports. ``flags`` lists what
+    needs review, ``{code, template_id, label, detail}`` (see ``datasets.jobs.quality``); ``stability`` is the
+    lowest stability score of its annotations (None without mask logits).
+    """
 
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="variants")
     image = models.ForeignKey(DatasetImage, on_delete=models.CASCADE, related_name="variants")
@@ -239,13 +248,18 @@ class Variant(BaseModel):
     template_key = models.CharField(max_length=32)
     template_ids = models.JSONField(default=list, help_text="Hex ids of the templates applied, in order.")
     template_names = models.JSONField(default=list, help_text="Names of the templates applied, in order.")
-    file = models.FileField(upload_to=variant_upload_to, max_length=255)
+    file = models.FileField(
+        upload_to=variant_upload_to, max_length=255, blank=True, help_text="Empty for an annotation only."
+    )
     mask_file = models.FileField(upload_to=variant_upload_to, max_length=255, blank=True)
     score = models.FloatField(default=0.0)
     area = models.PositiveIntegerField(default=0, help_text="Mask area in pixels.")
     width = models.PositiveIntegerField(default=0)
     height = models.PositiveIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
+    stability = models.FloatField(null=True, blank=True)
+    flags = models.JSONField(default=list, blank=True, help_text="Quality flags: what needs review.")
+    annotations = models.JSONField(default=list, blank=True, help_text="Per template: label, RLE, scores.")
 
     class Meta:
         ordering = ["job", "image__position", "template_key"]

@@ -1,17 +1,47 @@
-"""Throttling per viewset action (scopes and rates in settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]).
+"""Throttling of the expensive paths, whichever interface reaches them (rates in
+settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], README "Configuration").
 
-Counters live in the default cache, which settings make shared by every process (database or Redis), so a
-limit holds across workers. DRF's docs are clear that throttling is about fairness, not security.
+Scopes: ``uploads`` (uploads, prewarm, precompute), ``previews`` (segment, edit previews, template masks),
+``jobs`` (job creation and retry), ``login`` (token and login attempts, per IP). The REST API, the seed API and
+the pages count against the same per-user budget: one cache key per scope and user (DRF's
+``throttle_<scope>_<user pk>``), in the default cache, which settings make shared by every process (database,
+or Redis when REDIS_URL is set), so a limit holds across workers and interfaces.
+
+- DRF viewsets: ``throttle_classes = [ActionScopedRateThrottle]`` and ``throttle_scopes = {"create": JOBS}``.
+- DRF APIViews: ``throttle_classes = [ScopedRateThrottle]`` with ``throttle_scope = JOBS``.
+- Plain Django views (the pages): ``@scoped_throttle(PREVIEWS)``.
+
+A refusal is a 429 JSON ``{"error": "throttled", "detail", "limit": "THROTTLE_<SCOPE>", "retry_after"}``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
 from django.core.exceptions import ImproperlyConfigured
+from django.http import JsonResponse
 from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
 UPLOADS = "uploads"
 PREVIEWS = "previews"
+JOBS = "jobs"
+LOGIN = "login"
+
+
+def rate_for(scope: str) -> str:
+    # DRF reads the rates once at import (SimpleRateThrottle.THROTTLE_RATES); reading them per request
+    # keeps settings overrides (tests, reloads) effective.
+    try:
+        return api_settings.DEFAULT_THROTTLE_RATES[scope]
+    except KeyError:
+        raise ImproperlyConfigured(f"No throttle rate set for the {scope!r} scope") from None
+
+
+def limit_name(scope: str) -> str:
+    """The setting that configures ``scope``'s rate (named in 429 answers)."""
+    return f"THROTTLE_{scope.upper()}"
 
 
 class ActionScopedRateThrottle(ScopedRateThrottle):
@@ -28,9 +58,61 @@ class ActionScopedRateThrottle(ScopedRateThrottle):
         return super().allow_request(request, view)
 
     def get_rate(self):
-        # DRF reads the rates once at import (SimpleRateThrottle.THROTTLE_RATES); reading them per request
-        # keeps settings overrides (tests, reloads) effective.
-        try:
-            return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
-        except KeyError:
-            raise ImproperlyConfigured(f"No throttle rate set for the {self.scope!r} scope") from None
+        return rate_for(self.scope)
+
+
+class ScopeThrottle(SimpleRateThrottle):
+    """A fixed-scope throttle with DRF's ScopedRateThrottle cache keys (so budgets are shared with the API):
+    per user when signed in, per client IP otherwise. Works on DRF and plain Django requests alike."""
+
+    cache_format = ScopedRateThrottle.cache_format
+
+    def __init__(self, scope: str):
+        self.scope = scope
+        super().__init__()
+
+    def get_rate(self):
+        return rate_for(self.scope)
+
+    def get_cache_key(self, request, view):
+        user = getattr(request, "user", None)
+        ident = user.pk if user is not None and user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def throttled_response(scope: str, wait: float | None) -> JsonResponse:
+    retry_after = math.ceil(wait) if wait is not None else None
+    response = JsonResponse(
+        {
+            "error": "throttled",
+            "detail": f"too many requests ({rate_for(scope)}, {limit_name(scope)}); "
+            f"try again in {retry_after if retry_after is not None else 'a few'} seconds",
+            "limit": limit_name(scope),
+            "retry_after": retry_after,
+        },
+        status=429,
+    )
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def scoped_throttle(scope: str, *, methods: tuple[str, ...] | None = None):
+    """Decorate a plain Django view so it counts against (and is refused by) the API's ``scope`` budget.
+
+    ``methods`` limits the throttle to those HTTP methods (e.g. only the POST of a page that also renders).
+    Apply it inside ``login_required`` so the budget is the user's, not the anonymous IP's.
+    """
+
+    def decorator(view_func):
+        @functools.wraps(view_func)
+        def wrapper(request, *args, **kwargs):
+            if methods is None or request.method in methods:
+                throttle = ScopeThrottle(scope)
+                if not throttle.allow_request(request, None):
+                    return throttled_response(scope, throttle.wait())
+            return view_func(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator

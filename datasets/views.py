@@ -6,9 +6,6 @@ DRF views, so scripts can use token authentication and pages the session cookie;
 
 from __future__ import annotations
 
-import mimetypes
-from pathlib import PurePosixPath
-
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -16,23 +13,14 @@ from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
-from datasets.jobs.downloads import file_chunks, stream_response
+from datasets.image_io import OPAQUE_CONTENT_TYPE, served_content_type
+from datasets.jobs.downloads import file_chunks, harden_file_response, stream_response
 from datasets.models import DatasetImage
 from datasets.selectors import image_get_for_user
 from datasets.serializers import ErrorSerializer
 
 # Files never change under an id (a new upload is a new image), so browsers may keep them a day.
 FILE_CACHE_CONTROL = "private, max-age=86400"
-CONTENT_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".bmp": "image/bmp",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-}
 
 
 class LenientContentNegotiation(DefaultContentNegotiation):
@@ -48,15 +36,18 @@ class LenientContentNegotiation(DefaultContentNegotiation):
 
 def file_response(request, file, *, filename: str, content_type: str | None = None, download: bool = False):
     """Stream a stored file (storage-agnostic, never buffered under ASGI) with its display name and a
-    private cache policy."""
+    private cache policy.
+
+    The Content-Type is the caller's (a format the caller knows, e.g. ``image/png`` for thumbnails) or the
+    decoded format's, read from the storage suffix that uploads take from the decoded format
+    (``datasets.image_io.served_content_type``); never from a client's filename. A name without a known image
+    suffix is sent as ``application/octet-stream`` attachment. Always ``nosniff`` and a sandboxing CSP.
+    """
     if not file:
         raise Http404("file not found")
-    content_type = (
-        content_type
-        or CONTENT_TYPES.get(PurePosixPath(file.name).suffix.lower())
-        or mimetypes.guess_type(file.name)[0]
-        or "application/octet-stream"
-    )
+    content_type = content_type or served_content_type(file.name)
+    if content_type is None:
+        content_type, download = OPAQUE_CONTENT_TYPE, True
     response = stream_response(
         request,
         file_chunks(file.name),
@@ -65,6 +56,7 @@ def file_response(request, file, *, filename: str, content_type: str | None = No
         filename=filename,
         attachment=download,
     )
+    harden_file_response(response)
     response["Cache-Control"] = FILE_CACHE_CONTROL
     return response
 

@@ -7,4 +7,7 @@ def segmentation_backend(request) -> dict:
     """The header shows which segmenter runs (without loading it)."""
     if not getattr(request, "user", None) or not request.user.is_authenticated:
         return {}
-    return {"segmentation": app_segmenter_status()}
+    from frontend.presenters import segmenter_chip
+
+    status = app_segmenter_status()
+    return {"segmentation": status, "segmenter_chip": segmenter_chip(status)}

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from django import forms
 
 from datasets.models import ComposeMode, ImageClass, OutputFormat
 from imaging.edits import EDIT_FIELDS, EDIT_RANGES, NEUTRAL_VALUES
+from samsite.parsers import loads_limited
 
-CLASS_CHOICES = [("", "any class"), (ImageClass.PASS, "pass only"), (ImageClass.FAIL, "fail only")]
+CLASS_CHOICES = [
+    ("", "any class"),
+    (ImageClass.PASS, "pass and unclassed images"),
+    (ImageClass.FAIL, "fail and unclassed images"),
+]
 
 #: What each slider does, in the words of EDITS.md; the UI shows them next to the sliders.
 EDIT_HINTS: dict[str, str] = {
@@ -50,29 +54,42 @@ def edits_from_post(data: Mapping, template_hex: str) -> dict[str, str]:
     return values
 
 
-def edit_rows(template_hex: str, edits: Mapping | None) -> list[dict]:
-    """Everything a template's slider row needs: name, range, step, current and neutral value, hint."""
+def edit_field_id(template_hex: str, field: str) -> str:
+    return f"e-{template_hex}-{field}"
+
+
+#: Edits that change colour only: without effect (and disabled) when every image is grayscale.
+COLOUR_ONLY = ("hue", "saturation")
+
+
+def edit_rows(template_hex: str, edits: Mapping | None, *, grayscale: bool = False) -> list[dict]:
+    """Everything a template's slider row needs: name, range, step, current and neutral value (and where
+    it sits on the scale, in percent), hint, and whether it is disabled (colour edits on grayscale)."""
     edits = edits or {}
     rows = []
     for field in EDIT_FIELDS:
         low, high = EDIT_RANGES[field]
-        value = edits.get(field, NEUTRAL_VALUES[field])
+        neutral = NEUTRAL_VALUES[field]
+        value = edits.get(field, neutral)
         try:
             value = float(value)
         except (TypeError, ValueError):
-            value = NEUTRAL_VALUES[field]
+            value = neutral
         rows.append(
             {
                 "field": field,
                 "name": edit_field_name(template_hex, field),
-                "id": f"e-{template_hex}-{field}",
-                "min": low,
-                "max": high,
+                "id": edit_field_id(template_hex, field),
+                "min": f"{low:g}",
+                "max": f"{high:g}",
                 "step": EDIT_STEPS[field],
                 "value": f"{value:g}",
-                "neutral": f"{NEUTRAL_VALUES[field]:g}",
-                "changed": value != NEUTRAL_VALUES[field],
+                "neutral": f"{neutral:g}",
+                "neutral_pct": round(100 * (neutral - low) / (high - low), 2),
+                "neutral_at": "min" if neutral == low else ("max" if neutral == high else "mid"),
+                "changed": value != neutral,
                 "hint": EDIT_HINTS[field],
+                "disabled": grayscale and field in COLOUR_ONLY,
             }
         )
     return rows
@@ -95,7 +112,7 @@ class TemplateSaveForm(forms.Form):
 
     def clean_points(self) -> list:
         try:
-            points = json.loads(self.cleaned_data["points"])
+            points = loads_limited(self.cleaned_data["points"])
         except ValueError:
             raise forms.ValidationError("points are not valid JSON") from None
         if not isinstance(points, list):

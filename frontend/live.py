@@ -32,30 +32,37 @@ def _failed_items(job: GenerationJob) -> list:
     return list(job_items(job=job).filter(status=ItemStatus.FAILED))
 
 
+def _render_params(job: GenerationJob) -> str:
+    return render_to_string(
+        "frontend/partials/job_params.html",
+        {
+            "job": job,
+            "snapshot": presenters.snapshot_rows(job),
+            "timings": presenters.timing_rows(job),
+            "oob": True,
+        },
+    )
+
+
 def render_status(job: GenerationJob) -> str:
     context = {"job": job, "progress": presenters.job_progress(job), "oob": True}
     parts = [
         render_to_string("frontend/partials/job_progress.html", context),
-        render_to_string(
-            "frontend/partials/job_params.html",
-            {
-                "job": job,
-                "snapshot": presenters.snapshot_rows(job),
-                "timings": presenters.timing_rows(job),
-                "oob": True,
-            },
-        ),
+        _render_params(job),
         render_to_string("frontend/partials/job_status_cell.html", {"job": job}),
     ]
     return "\n".join(parts)
 
 
 def render_item(job: GenerationJob, payload: dict) -> str:
+    # Every figure of the page follows the item: progress, and the Parameters card (segmenter, encoder
+    # calls, cached embeddings, timings), which would otherwise stay at what the page was rendered with.
     parts = [
         render_to_string(
             "frontend/partials/job_progress.html",
             {"job": job, "progress": presenters.job_progress(job), "oob": True},
         ),
+        _render_params(job),
         render_to_string("frontend/partials/job_status_cell.html", {"job": job}),
     ]
     index = payload.get("index")

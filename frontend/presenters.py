@@ -17,20 +17,72 @@ from django.utils import timezone
 from PIL import Image
 
 from datasets.image_io import decode_stored_image
+from datasets.jobs.services import job_queue_position
 from datasets.models import Dataset, DatasetImage, GenerationJob, ItemStatus, JobItem, JobStatus
 from datasets.selectors import job_items, variant_list_for_job
 from datasets.services.previews import segment_preview
 from imaging.codecs import b64encode, encode_mask_png, make_thumbnail
 from imaging.edits import EDIT_FIELDS, NEUTRAL_VALUES
+from imaging.pipeline import template_applies
 from imaging.points import parse_points
 from samsite.errors import ServiceError
 
-from .forms import edit_rows
+from .forms import GenerateForm, edit_field_id, edit_rows
 
 STRIP_SIZE = 6
 PREVIEW_MAX_SIDE = 1024
 MASK_THUMB_SIDE = 176
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+# --- segmenter names for people -------------------------------------------------------------------------
+
+#: SAM's published image encoders, by the model type read from a checkpoint's tensors.
+SAM_MODELS = {
+    "vit_b": ("ViT-B", "base, 91 M parameters"),
+    "vit_l": ("ViT-L", "large, 308 M parameters"),
+    "vit_h": ("ViT-H", "huge, 636 M parameters"),
+}
+
+
+def sam_model_name(model_type: str | None) -> str:
+    """ "SAM ViT-B", or "SAM (custom size)" for an architecture that is none of the published ones."""
+    if model_type in SAM_MODELS:
+        return f"SAM {SAM_MODELS[model_type][0]}"
+    return "SAM (custom size)" if model_type else "SAM"
+
+
+def segmenter_label(stored: str) -> str:
+    """A job's recorded segmenter (``backend:model:fingerprint``) as people say it: "SAM ViT-B", "classical"."""
+    backend, _, rest = (stored or "").partition(":")
+    model = rest.partition(":")[0]
+    if not backend:
+        return ""
+    if backend == "sam":
+        return sam_model_name(None if model in ("", "-") else model)
+    return backend
+
+
+def segmenter_chip(status: dict) -> dict:
+    """The header chip: what segments (family, size, device) in a few words, and its longer title."""
+    if status.get("backend") == "sam":
+        if not status.get("checkpoint"):
+            return {
+                "kind": "missing",
+                "text": "SAM: no checkpoint found",
+                "title": "SAM_BACKEND=sam needs a checkpoint",
+            }
+        name = sam_model_name(status.get("model"))
+        return {
+            "kind": "sam",
+            "text": f"{name} · {status.get('device') or 'cpu'}",
+            "title": f"Segment Anything, checkpoint {status['checkpoint']}",
+        }
+    return {
+        "kind": "classical",
+        "text": "classical segmenter (no SAM checkpoint)",
+        "title": "A point-seeded classical segmenter: place a SAM checkpoint in models/ for SAM masks",
+    }
 
 
 # --- datasets ----------------------------------------------------------------------------------------------
@@ -78,6 +130,23 @@ def upload_error_text(exc: ServiceError) -> str:
     if exc.code == "no_files":
         return "Choose image files or one ZIP archive to upload."
     return exc.message
+
+
+def split_rejected(rejected: Sequence) -> tuple[list, list]:
+    """Upload refusals as (duplicates, the rest): a file already in the dataset is a neutral skip, not an
+    error the user must act on."""
+    duplicates = [r for r in rejected if str(r.error).startswith("duplicate")]
+    return duplicates, [r for r in rejected if not str(r.error).startswith("duplicate")]
+
+
+def upload_summary(created: Sequence, duplicates: Sequence, rejected: Sequence) -> str:
+    """ "Added 4 images, skipped 1 duplicate, rejected 1." (the parts that are not zero, after "Added")."""
+    text = f"Added {len(created)} image{'' if len(created) == 1 else 's'}"
+    if duplicates:
+        text += f", skipped {len(duplicates)} duplicate{'' if len(duplicates) == 1 else 's'}"
+    if rejected:
+        text += f", rejected {len(rejected)}"
+    return text + "."
 
 
 def filter_images(images: Iterable[DatasetImage], image_class: str) -> list[DatasetImage]:
@@ -151,8 +220,63 @@ def template_mask_png(template) -> bytes | None:
     return png_bytes(make_thumbnail(painted, MASK_THUMB_SIDE))
 
 
-def template_edit_rows(templates: Sequence) -> list[dict]:
-    return [{"template": t, "rows": edit_rows(t.id.hex, t.default_edits)} for t in templates]
+def template_edit_rows(templates: Sequence, *, grayscale: bool = False) -> list[dict]:
+    """Slider rows per template; ``grayscale`` (every image of the dataset is) disables hue and saturation."""
+    return [
+        {"template": t, "rows": edit_rows(t.id.hex, t.default_edits, grayscale=grayscale)} for t in templates
+    ]
+
+
+def edit_field_ids(template) -> list[str]:
+    """The element ids of a template's number boxes (their inline errors are ``<id>-error``)."""
+    return [edit_field_id(template.id.hex, field) for field in EDIT_FIELDS]
+
+
+def field_error(template, field: str, message: str) -> dict | None:
+    """The inline error of one edit field, or None when the refusal names no edit field."""
+    if field not in EDIT_FIELDS:
+        return None
+    return {"id": edit_field_id(template.id.hex, field), "message": message}
+
+
+def variant_counts(images: Sequence[DatasetImage], templates: Sequence) -> dict:
+    """What Generate makes in each compose mode: images, and variants (stack: one per image that some
+    template applies to; each: one per applicable template), by the pipeline's own class rule."""
+    per_image = [sum(1 for t in templates if template_applies(t.image_class, i.image_class)) for i in images]
+    return {
+        "images": len(images),
+        "stack": sum(1 for n in per_image if n),
+        "each": sum(per_image),
+        "skipped": sum(1 for n in per_image if not n),
+    }
+
+
+GENERATE_SETTINGS_KEY = "generate-settings:{}"
+
+
+def generate_settings(session, dataset: Dataset, last_job: GenerationJob | None) -> dict:
+    """Compose, format and export-masks for the Generate card: what the user last chose on this dataset
+    (session), else what its last job used, else the defaults."""
+    stored = session.get(GENERATE_SETTINGS_KEY.format(dataset.id.hex))
+    if isinstance(stored, dict):
+        form = GenerateForm(stored)
+        if form.is_valid():
+            return dict(form.cleaned_data)
+    if last_job is not None:
+        return {
+            "compose": last_job.compose,
+            "output_format": last_job.output_format,
+            "export_mask": last_job.export_mask,
+        }
+    return {"compose": "stack", "output_format": "png", "export_mask": False}
+
+
+def generate_settings_store(session, dataset: Dataset, cleaned: dict) -> None:
+    session[GENERATE_SETTINGS_KEY.format(dataset.id.hex)] = {
+        "compose": cleaned["compose"],
+        "output_format": cleaned["output_format"],
+        "export_mask": "on" if cleaned["export_mask"] else "",
+    }
 
 
 def preview_data_url(rgb: np.ndarray) -> str:
@@ -161,6 +285,30 @@ def preview_data_url(rgb: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(small).save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + b64encode(buffer.getvalue())
+
+
+OUTLINE_RGBA = (255, 214, 10, 255)
+
+
+def outline_data_url(mask: np.ndarray) -> str:
+    """The mask's outline at the preview's size as a transparent PNG (laid over the preview image).
+
+    Mostly transparent pixels compress to a few kB, so it rides along with every preview.
+    """
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    small = make_thumbnail(m * 255, PREVIEW_MAX_SIDE) > 127
+    padded = np.pad(small, 1, mode="constant")
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    edge = small & ~inner
+    # Two pixels wide, so it stays visible when the browser scales the preview down.
+    grown = edge.copy()
+    grown[1:, :] |= edge[:-1, :]
+    grown[:, 1:] |= edge[:, :-1]
+    rgba = np.zeros((*small.shape, 4), dtype=np.uint8)
+    rgba[grown] = OUTLINE_RGBA
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=False, compress_level=6)
+    return "data:image/png;base64," + b64encode(buffer.getvalue())
 
 
 # --- jobs --------------------------------------------------------------------------------------------------
@@ -192,6 +340,7 @@ def job_progress(job: GenerationJob) -> dict:
         "remaining_s": remaining_s,
         "elapsed_s": elapsed_s,
         "active": job.status in ACTIVE_STATUSES,
+        "queue_position": job_queue_position(job),
     }
 
 
@@ -203,6 +352,17 @@ def item_tiles(job: GenerationJob, items: Iterable[JobItem] | None = None) -> li
     for variant in variant_list_for_job(job=job).filter(image_id__in=image_ids):
         variants[variant.image_id].append(variant)
     return [{"item": item, "variants": variants.get(item.image_id, [])} for item in items]
+
+
+def review_tiles(tiles: list[dict]) -> list[dict]:
+    """The images with a quality flag (datasets.jobs.quality), in job order: their flagged variants and flags."""
+    review = []
+    for tile in tiles:
+        flagged = [variant for variant in tile["variants"] if variant.flags]
+        if flagged:
+            flags = [flag for variant in flagged for flag in variant.flags]
+            review.append({"item": tile["item"], "variants": flagged, "flags": flags})
+    return review
 
 
 def item_tile(job: GenerationJob, *, index: int) -> dict | None:
@@ -246,6 +406,7 @@ def job_context(job: GenerationJob) -> dict:
     tiles = item_tiles(job)
     failed = [tile["item"] for tile in tiles if tile["item"].status == ItemStatus.FAILED]
     return {
+        "review": review_tiles(tiles),
         "job": job,
         "progress": job_progress(job),
         "tiles": tiles,

@@ -4,11 +4,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from frontend import views
+from samsite.auth_views import LoginView
 
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dataset_list, name="dataset-list"),
+    path("help/segmenter/", views.segmenter_help, name="ui-help-segmenter"),
     path("datasets/new/", views.dataset_new, name="ui-dataset-new"),
     path("datasets/<str:dataset_id>/", views.dataset_home, name="ui-dataset"),
     path("datasets/<str:dataset_id>/rename/", views.dataset_rename_view, name="ui-dataset-rename"),
@@ -52,6 +54,11 @@ urlpatterns = [
     path("datasets/<str:dataset_id>/generate/", views.dataset_generate, name="ui-generate"),
     path("datasets/<str:dataset_id>/preview/", views.preview_view, name="ui-preview"),
     path(
+        "datasets/<str:dataset_id>/generate/settings/",
+        views.generate_settings_view,
+        name="ui-generate-settings",
+    ),
+    path(
         "datasets/<str:dataset_id>/templates/<str:template_id>/edits/",
         views.template_edits_view,
         name="ui-template-edits",
@@ -62,4 +69,5 @@ urlpatterns = [
     path("jobs/<str:job_id>/cancel/", views.job_cancel_view, name="ui-job-cancel"),
     path("jobs/<str:job_id>/retry/", views.job_retry_view, name="ui-job-retry"),
     path("jobs/<str:job_id>/events/", views.job_events, name="ui-job-events"),
+    path("variants/<str:variant_id>/thumbnail/", views.variant_thumbnail, name="ui-variant-thumbnail"),
 ]

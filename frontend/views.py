@@ -7,7 +7,6 @@ redirects (so every form also works without JavaScript).
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -24,6 +24,7 @@ from datasets.jobs.relay import parse_event_id
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import ImageClass
+from datasets.prompts import points_from_input
 from datasets.selectors import (
     dataset_get_for_user,
     dataset_list_for_user,
@@ -31,10 +32,13 @@ from datasets.selectors import (
     image_list_for_dataset,
     job_get_for_user,
     job_list_for_user,
+    variant_get_for_user,
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class, images_upload
 from datasets.services.previews import edit_preview, segment_preview
+from datasets.services.thumbnails import thumbnail_read, variant_thumbnail_ensure
+from datasets.throttles import JOBS, PREVIEWS, UPLOADS, scoped_throttle
 from frontend import live, presenters
 from frontend.forms import (
     DatasetNameForm,
@@ -46,8 +50,9 @@ from frontend.forms import (
 )
 from imaging.errors import EditValidationError, ImagingError, SegmenterUnavailable
 from samsite.errors import ServiceError
+from samsite.parsers import loads_limited
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
-from templates_app.services import points_from_input, template_create, template_delete, template_update
+from templates_app.services import template_create, template_delete, template_update
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,24 @@ def _error_text(exc: Exception) -> str:
 
 def _form_error(form) -> str:
     return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+
+
+# --- help ------------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def segmenter_help(request):
+    """What segments the masks here, what that means for their quality, and how to get SAM (the header chip)."""
+    return render(
+        request,
+        "frontend/help_segmenter.html",
+        {
+            "models_dir": settings.SAM_MODELS_DIR,
+            "models": presenters.SAM_MODELS,
+            "backend_setting": settings.SAM_BACKEND,
+        },
+    )
 
 
 # --- datasets ----------------------------------------------------------------------------------------------
@@ -104,15 +127,22 @@ def dataset_rename_view(request, dataset_id):
     else:
         error = "Give the dataset a name (up to 200 characters)."
     if request.htmx:
-        response = render(
-            request, "frontend/partials/dataset_title.html", {"dataset": dataset, "error": error}
-        )
-        if error:
-            response.status_code = 400
-        return response
+        # 200 even when refused: the fragment carries the error (django-htmx's DEBUG script would swap a 400
+        # in as the whole page).
+        return render(request, "frontend/partials/dataset_title.html", {"dataset": dataset, "error": error})
     if error:
         messages.error(request, error)
-    return redirect(request.POST.get("next") or reverse("ui-upload", args=[dataset.public_id]))
+    return redirect(_local_next(request, reverse("ui-upload", args=[dataset.public_id])))
+
+
+def _local_next(request, fallback: str) -> str:
+    """The posted ``next`` when it is a URL of this site (no open redirect), else ``fallback``."""
+    target = request.POST.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
 
 
 @login_required
@@ -139,6 +169,7 @@ def dataset_home(request, dataset_id):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@scoped_throttle(UPLOADS, methods=("POST",))
 def dataset_upload(request, dataset_id):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     if request.method == "POST":
@@ -168,9 +199,12 @@ def _upload(request, dataset):
         except ServiceError as exc:
             error, result = presenters.upload_error_text(exc), None
     images = list(image_list_for_dataset(dataset=dataset))
+    duplicates, rejected = presenters.split_rejected(result.rejected if result is not None else [])
     context = {
         "dataset": dataset,
         "result": result,
+        "duplicates": duplicates,
+        "rejected": rejected,
         "error": error,
         "images": images,
         "class_choices": ImageClass.choices,
@@ -180,7 +214,7 @@ def _upload(request, dataset):
         if error:
             messages.error(request, error)
         elif result is not None:
-            messages.success(request, f"Added {len(result.created)} images, rejected {len(result.rejected)}.")
+            messages.success(request, presenters.upload_summary(result.created, duplicates, rejected))
         return redirect("ui-upload", dataset_id=dataset.public_id)
     response = render(request, "frontend/partials/upload_result.html", context)
     if error:
@@ -194,17 +228,16 @@ def image_class_view(request, dataset_id, image_id):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     image = image_get_for_user(user=request.user, image_id=image_id, dataset=dataset)
     form = ImageClassForm(request.POST)
-    status = 200
+    error = ""
     if form.is_valid():
         image = image_set_class(image=image, image_class=form.cleaned_data["image_class"])
     else:
-        status = 400
+        error = "Choose pass, fail or no class."
     if request.htmx:
         return render(
             request,
             "frontend/partials/image_tile.html",
-            {"dataset": dataset, "image": image, "class_choices": ImageClass.choices},
-            status=status,
+            {"dataset": dataset, "image": image, "class_choices": ImageClass.choices, "error": error},
         )
     return redirect("ui-upload", dataset_id=dataset.public_id)
 
@@ -279,15 +312,16 @@ def dataset_templates(request, dataset_id):
 
 @login_required
 @require_POST
+@scoped_throttle(PREVIEWS)
 def image_segment(request, dataset_id, image_id):
     """JSON for the canvas: the candidate masks (best first) for the posted points, as PNG data."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     image = image_get_for_user(user=request.user, image_id=image_id, dataset=dataset)
     try:
-        body = json.loads(request.body or b"{}")
+        body = loads_limited(request.body or b"{}")
         raw_points = body.get("points") if isinstance(body, dict) else None
-    except ValueError:
-        return JsonResponse({"error": "invalid_json", "detail": "the body is not JSON"}, status=400)
+    except ValueError as exc:
+        return JsonResponse({"error": "invalid_json", "detail": f"the body is not JSON ({exc})"}, status=400)
     try:
         points = points_from_input(raw_points, require_positive=False)
         preview = segment_preview(image=image, points=points)
@@ -356,6 +390,7 @@ def template_delete_view(request, dataset_id, template_id):
 
 @login_required
 @require_GET
+@scoped_throttle(PREVIEWS)
 def template_mask(request, dataset_id, template_id):
     """A small PNG of the template's reference image with its best mask tinted (the saved-templates list)."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
@@ -381,6 +416,7 @@ def template_mask(request, dataset_id, template_id):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@scoped_throttle(JOBS, methods=("POST",))
 def dataset_generate(request, dataset_id):
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
     templates = list(template_list_for_dataset(dataset=dataset))
@@ -411,24 +447,20 @@ def dataset_generate(request, dataset_id):
     elif images:
         preview_image = images[0]
     last_job = job_list_for_user(user=request.user, dataset=dataset).first()
+    initial = presenters.generate_settings(request.session, dataset, last_job)
+    all_gray = bool(images) and all(image.is_grayscale for image in images)
     context = presenters.workspace_context(dataset, step="generate")
     context.update(
         {
             "templates": templates,
-            "template_rows": presenters.template_edit_rows(templates),
+            "template_rows": presenters.template_edit_rows(templates, grayscale=all_gray),
             "images": images,
+            "gray_count": sum(1 for image in images if image.is_grayscale),
+            "all_gray": all_gray,
             "preview_image": preview_image,
-            "form": GenerateForm(
-                initial=(
-                    {
-                        "compose": last_job.compose,
-                        "output_format": last_job.output_format,
-                        "export_mask": last_job.export_mask,
-                    }
-                    if last_job
-                    else None
-                )
-            ),
+            "form": GenerateForm(initial=initial),
+            "compose": initial["compose"],
+            "counts": presenters.variant_counts(images, templates),
             "jobs": list(job_list_for_user(user=request.user, dataset=dataset)[:10]),
         }
     )
@@ -437,6 +469,24 @@ def dataset_generate(request, dataset_id):
 
 @login_required
 @require_POST
+def generate_settings_view(request, dataset_id):
+    """Remember compose, format and export-masks of this dataset's Generate card (in the session).
+
+    The session (database-backed, so every process sees it) rather than a column: it is this user's
+    unsaved form state, not part of the dataset, and it needs no migration; a job, once started, records
+    its own settings, and the page falls back to the last job's when the session has none.
+    """
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    form = GenerateForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"error": "invalid_settings", "detail": _form_error(form)}, status=400)
+    presenters.generate_settings_store(request.session, dataset, form.cleaned_data)
+    return HttpResponse(status=204)
+
+
+@login_required
+@require_POST
+@scoped_throttle(PREVIEWS)
 def preview_view(request, dataset_id):
     """The live preview: the chosen image with the posted slider values applied (fragment)."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
@@ -454,19 +504,26 @@ def preview_view(request, dataset_id):
     if not templates:
         context["note"] = "Save a template in step 2 to see its edits here."
         return render(request, "frontend/partials/preview.html", context)
+    # Refusals answer 200 with the error in the fragment (and next to the field): django-htmx's DEBUG
+    # script replaces the whole document with any 400 response.
+    specs = []
+    for template in templates:
+        try:
+            specs.append(spec_for_template(template, edits_from_post(request.POST, template.id.hex)))
+        except EditValidationError as exc:
+            context["error"] = str(exc)
+            context["field_error"] = presenters.field_error(template, exc.field, str(exc))
+            return render(request, "frontend/partials/preview.html", context)
     try:
-        specs = [spec_for_template(t, edits_from_post(request.POST, t.id.hex)) for t in templates]
         result = edit_preview(image=image, specs=specs, compose=compose)
-    except EditValidationError as exc:
-        context["error"] = str(exc)
-        return render(request, "frontend/partials/preview.html", context, status=400)
     except (ServiceError, ImagingError) as exc:
         context["error"] = _error_text(exc)
-        return render(request, "frontend/partials/preview.html", context, status=400)
+        return render(request, "frontend/partials/preview.html", context)
     if result is None:
         context["note"] = "No template applies to this image (their class filters exclude it)."
     else:
         context["after"] = presenters.preview_data_url(result.rgb)
+        context["outline"] = presenters.outline_data_url(result.mask)
         context["template_names"] = list(result.template_names)
     return render(request, "frontend/partials/preview.html", context)
 
@@ -482,13 +539,23 @@ def template_edits_view(request, dataset_id, template_id):
             template=template, default_edits=edits_from_post(request.POST, template.id.hex)
         )
     except ServiceError as exc:
+        # 200 with the error (see preview_view): nothing is saved, the message sits next to the field.
+        field = exc.extra.get("field", "")
         return render(
             request,
             "frontend/partials/edits_saved.html",
-            {"template": template, "error": exc.message},
-            status=400,
+            {
+                "template": template,
+                "error": exc.message,
+                "field_error": presenters.field_error(template, field, exc.message),
+                "fields": presenters.edit_field_ids(template),
+            },
         )
-    return render(request, "frontend/partials/edits_saved.html", {"template": template, "error": ""})
+    return render(
+        request,
+        "frontend/partials/edits_saved.html",
+        {"template": template, "error": "", "fields": presenters.edit_field_ids(template)},
+    )
 
 
 # --- jobs --------------------------------------------------------------------------------------------------
@@ -544,6 +611,7 @@ def job_cancel_view(request, job_id):
 
 @login_required
 @require_POST
+@scoped_throttle(JOBS)
 def job_retry_view(request, job_id):
     return _job_action(request, job_id, job_retry_failed, "The failed images are queued again.")
 
@@ -556,3 +624,25 @@ def job_events(request, job_id):
     last = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
     after = parse_event_id(last, job_channel(job.id))
     return sse_response(request, live.page_event_stream(job.id, after=after))
+
+
+@login_required
+@require_GET
+def variant_thumbnail(request, variant_id):
+    """The job page's tile image: a 320 px thumbnail of the variant (made once, then read from storage).
+
+    Ownership as for the full file (another user's variant is a 404). The name carries the content hash, so
+    the browser may keep it for good.
+    """
+    variant = variant_get_for_user(user=request.user, variant_id=variant_id)
+    try:
+        thumbnail = variant_thumbnail_ensure(variant=variant)
+        data = thumbnail_read(thumbnail=thumbnail)
+    except (ImagingError, OSError) as exc:
+        logger.warning("no thumbnail for variant %s: %s", variant.id, exc)
+        return JsonResponse(
+            {"error": "thumbnail_unavailable", "detail": "the variant's file could not be read"}, status=404
+        )
+    response = HttpResponse(data, content_type=thumbnail.content_type)
+    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response

@@ -247,7 +247,9 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", *, quality: int = 92) -> byt
     """Encode an RGB ``uint8`` image as ``png``, ``jpeg`` (alias ``jpg``) or ``webp``.
 
     PNG is lossless (decodes back byte-identical) with a fast zlib level; ``quality`` (1..100) applies to JPEG
-    and WebP. A 2-D array is encoded as a single-channel grayscale image.
+    and WebP. A 2-D array (a grayscale image) is written as a single-channel PNG or JPEG; WebP has no
+    one-channel layout, so it is written with three equal channels (its chroma planes are flat and cost
+    next to nothing).
     """
     key = _normalise_format(fmt)
     arr = _check_rgb(rgb)
@@ -289,15 +291,16 @@ def decode_mask_png(
     raises :class:`ImageDecodeError`, as does anything undecodable.
     """
     im = _open_checked(data, max_pixels)
-    try:
-        im.load()
-    except (EOFError, OSError, SyntaxError, ValueError, struct.error) as exc:
-        raise ImageDecodeError(_decode_failure_message(exc)) from None
+    # The header's size is checked before any pixel is decoded: a wrong-size mask costs nothing.
     if expected_size is not None and tuple(im.size) != tuple(expected_size):
         raise ImageDecodeError(
             f"mask size {im.size[0]}x{im.size[1]} does not match the image size "
             f"{expected_size[0]}x{expected_size[1]}"
         )
+    try:
+        im.load()
+    except (EOFError, OSError, SyntaxError, ValueError, struct.error) as exc:
+        raise ImageDecodeError(_decode_failure_message(exc)) from None
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode == "PA":

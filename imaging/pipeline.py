@@ -69,12 +69,19 @@ class TemplateMask:
     template_id: str
     mask: np.ndarray
     score: float
+    #: The candidate's stability score when the backend has mask logits (SAM), else None.
+    stability: float | None = None
 
 
 @dataclass
 class VariantResult:
     """One output variant: the edited pixels, the union of the masks used, their mean score and the union's
-    pixel count."""
+    pixel count.
+
+    ``rgb`` is ``HxWx3`` for a colour source and ``HxW`` (one channel) for a grayscale one, so every encoder
+    that can writes a single-channel file (a grayscale PNG/JPEG is a third of an RGB one, and a CV pipeline
+    gets the channel count it was given).
+    """
 
     template_ids: tuple[str, ...]
     template_names: tuple[str, ...]
@@ -102,13 +109,29 @@ def segment_templates(
         prompts.append(denormalize(template.points, width, height))
     best = predict_best_many(segmenter, embedding, prompts, multimask=True)
     return [
-        TemplateMask(template_id=template.id, mask=candidate.mask, score=float(candidate.score))
+        TemplateMask(
+            template_id=template.id,
+            mask=candidate.mask,
+            score=float(candidate.score),
+            stability=getattr(candidate, "stability", None),
+        )
         for template, candidate in zip(templates, best, strict=True)
     ]
 
 
 def _ordered(templates: Sequence[TemplateSpec]) -> list[TemplateSpec]:
     return [t for _, t in sorted(enumerate(templates), key=lambda it: (it[1].order, it[0]))]
+
+
+def _output_pixels(rgb: np.ndarray, is_grayscale: bool) -> np.ndarray:
+    """A grayscale source's variant as one channel: the edits keep R == G == B on grayscale images, so the
+    first channel is the whole image (checked, so a colour-tinted result is never flattened)."""
+    if not is_grayscale or rgb.ndim != 3:
+        return rgb
+    first = rgb[:, :, 0]
+    if not (np.array_equal(first, rgb[:, :, 1]) and np.array_equal(first, rgb[:, :, 2])):
+        return rgb
+    return np.ascontiguousarray(first)
 
 
 def render_variants(
@@ -149,7 +172,7 @@ def render_variants(
                 VariantResult(
                     template_ids=(t.id,),
                     template_names=(t.name,),
-                    rgb=rgb,
+                    rgb=_output_pixels(rgb, image.is_grayscale),
                     mask=mask,
                     score=tm.score,
                     area=int(np.count_nonzero(mask)),
@@ -169,7 +192,7 @@ def render_variants(
         VariantResult(
             template_ids=tuple(t.id for t in chosen),
             template_names=tuple(t.name for t in chosen),
-            rgb=rgb,
+            rgb=_output_pixels(rgb, image.is_grayscale),
             mask=union,
             score=float(np.mean(scores)),
             area=int(np.count_nonzero(union)),

@@ -421,8 +421,12 @@ class SamSegmenter:
             low_res, iou = self._decode(embedding, [(coords, labels)], multimask=multimask)
             masks = self._upsample(low_res[0], embedding)
             scores = iou[0].float().cpu().numpy()
+            stability = _stability(low_res[0], self.model.mask_threshold)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-        return [MaskCandidate(mask=np.ascontiguousarray(masks[i]), score=float(scores[i])) for i in order]
+        return [
+            MaskCandidate(mask=np.ascontiguousarray(masks[i]), score=float(scores[i]), stability=stability[i])
+            for i in order
+        ]
 
     def predict_best_many(
         self,
@@ -452,6 +456,7 @@ class SamSegmenter:
         firsts = {u: i for i, u in reversed(list(enumerate(slots)))}
         chosen_logits: list[torch.Tensor] = []
         chosen_scores: list[float] = []
+        chosen_stability: list[float] = []
         with torch.inference_mode():
             for u in range(len(unique)):
                 low_res, iou = self._decode(embedding, [checked[firsts[u]]], multimask=multimask)
@@ -459,8 +464,14 @@ class SamSegmenter:
                 best = int(np.argmax(scores))  # first maximum, like predict's (-score, index) order
                 chosen_logits.append(low_res[0, best])
                 chosen_scores.append(float(scores[best]))
+                chosen_stability.append(_stability(low_res[0, best : best + 1], self.model.mask_threshold)[0])
             masks = self._upsample(torch.stack(chosen_logits), embedding)
-        return [MaskCandidate(mask=np.ascontiguousarray(masks[u]), score=chosen_scores[u]) for u in slots]
+        return [
+            MaskCandidate(
+                mask=np.ascontiguousarray(masks[u]), score=chosen_scores[u], stability=chosen_stability[u]
+            )
+            for u in slots
+        ]
 
     def _decode(
         self, embedding: Embedding, prompts: Sequence[tuple[np.ndarray, np.ndarray]], *, multimask: bool
@@ -503,6 +514,14 @@ class SamSegmenter:
             )
             out[k] = (mask > self.model.mask_threshold)[0, 0].cpu().numpy()
         return out
+
+
+def _stability(low_res: torch.Tensor, threshold: float, offset: float = 1.0) -> list[float]:
+    """Per candidate (``C x h x w`` logits), ``imaging.annotations.stability_score`` on the decoder's 256 x 256
+    logits: the full-size upsampling is not needed for a ratio of areas and would cost far more."""
+    high = (low_res > threshold + offset).flatten(1).sum(dim=1)
+    low = (low_res > threshold - offset).flatten(1).sum(dim=1)
+    return [float(h) / float(u) if int(u) else 0.0 for h, u in zip(high.tolist(), low.tolist(), strict=True)]
 
 
 def save_state_dict(state_dict: Mapping[str, Any], path: str | Path) -> Path:

@@ -39,10 +39,13 @@ class Embedding:
 @dataclass(frozen=True)
 class MaskCandidate:
     """One predicted mask: ``mask`` is bool ``HxW`` at the original image size; ``score`` is the backend's
-    quality estimate (SAM: predicted IoU; classical: boundary contrast, see :mod:`imaging.classical`)."""
+    quality estimate (SAM: predicted IoU; classical: boundary contrast, see :mod:`imaging.classical`).
+    ``stability`` is the stability score of the mask logits (``imaging.annotations.stability_score``; SAM: of
+    the decoder's low-resolution logits), None for a backend without logits (classical)."""
 
     mask: np.ndarray
     score: float
+    stability: float | None = None
 
     @property
     def area(self) -> int:

@@ -21,14 +21,14 @@ from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from datasets.models import Dataset, DatasetImage
 from datasets.selectors import dataset_get_for_user, image_get_for_user
+from datasets.throttles import ScopeThrottle, limit_name
 from imaging.errors import (
     CheckpointError,
     EditValidationError,
@@ -40,6 +40,7 @@ from imaging.errors import (
 from legacy.models import LegacySession
 from legacy.selectors import legacy_session_get_for_user
 from samsite.errors import ServiceError
+from samsite.parsers import JSONParser
 from templates_app.models import Template
 from templates_app.selectors import template_get_for_user
 
@@ -94,7 +95,8 @@ def seed_error(exc: BaseException) -> tuple[int, dict]:
         detail = str(exc.detail)
         return 400, error_body("invalid_json" if "JSON" in detail else "bad_request", detail)
     if isinstance(exc, exceptions.Throttled):
-        return exc.status_code, error_body("throttled", str(exc.detail), retry_after=exc.wait)
+        extra = {"limit": limit_name(exc.scope)} if getattr(exc, "scope", None) else {}
+        return exc.status_code, error_body("throttled", str(exc.detail), retry_after=exc.wait, **extra)
     if isinstance(exc, exceptions.PermissionDenied):
         return 403, error_body("forbidden", str(exc.detail))
     if isinstance(exc, exceptions.MethodNotAllowed):
@@ -106,6 +108,8 @@ def seed_error(exc: BaseException) -> tuple[int, dict]:
 
 
 def seed_exception_handler(exc: Exception, context: Mapping) -> Response:
+    if isinstance(exc, exceptions.Throttled):
+        exc.scope = getattr(context.get("view"), "throttle_scope", None)
     try:
         status, body = seed_error(exc)
     except Exception:  # rendering the error must never turn it into an HTML 500
@@ -137,7 +141,8 @@ class SeedView(APIView):
     throttle_scope: str | None = None
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.throttle_scope else []
+        # The API's scope and cache key: the seed API, the REST API and the pages share one budget per user.
+        return [ScopeThrottle(self.throttle_scope)] if self.throttle_scope else []
 
     def get_exception_handler(self):
         return seed_exception_handler

@@ -7,12 +7,14 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from datasets.image_io import safe_suffix
 from samsite.db import BaseModel
 
 
 def legacy_upload_to(instance: models.Model, filename: str) -> str:
-    suffix = filename.rsplit(".", 1)[-1].lower()[:8] if "." in filename else "bin"
-    return f"legacy/{uuid.uuid4().hex}.{suffix}"
+    # The services name files after the decoded format ("image.png"); any other suffix is dropped, so a
+    # client's "x.html" never becomes a stored ".html" that a file view could serve as a page.
+    return f"legacy/{uuid.uuid4().hex}{safe_suffix(filename) or '.bin'}"
 
 
 class LegacySession(BaseModel):

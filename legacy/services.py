@@ -23,7 +23,8 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Max
 
-from datasets.image_io import decode_stored_image, read_file_bytes
+from datasets.image_io import decode_stored_image, read_file_bytes, stored_suffix
+from datasets.prompts import check_points_limit
 from datasets.segmentation import app_segmenter, embedding_for
 from imaging.codecs import (
     DecodedImage,
@@ -108,7 +109,8 @@ def _create_session(*, owner: AbstractBaseUser, file: UploadedFile) -> tuple[Leg
         is_grayscale=image.is_grayscale,
         points=[],
     )
-    session.image.save(filename, ContentFile(data), save=False)
+    # The stored suffix follows the decoded format, never the client's filename (x.html -> .png).
+    session.image.save(f"image{stored_suffix(image.format)}", ContentFile(data), save=False)
     session.save()
     return session, image
 
@@ -166,6 +168,7 @@ def legacy_segment(
     image content and model). Raises PointValidationError (bad point, with its index), ServiceError
     ``no_points`` when no point is left, SegmenterUnavailable when SAM is required but absent.
     """
+    check_points_limit(len(points or []) if isinstance(points, list) else 0)
     new_points = _pixel_points(
         points if points is not None else [], width=session.width, height=session.height
     )
@@ -178,6 +181,8 @@ def legacy_segment(
         combined = [*(locked.points or []), *new_points] if accumulate else new_points
         if not combined:
             raise ServiceError("no_points", "at least one point is required")
+        # Accumulated points are one prompt: the limit holds across calls (send accumulate=false to restart).
+        check_points_limit(len(combined))
         locked.points = combined
         locked.save(update_fields=["points", "updated"])
     session.points = combined

@@ -10,7 +10,6 @@ Legacy single-image and batch endpoints: ``legacy.services``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
@@ -24,11 +23,12 @@ from django.core.files.uploadedfile import UploadedFile
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datasets.image_io import decode_stored_image, read_file_bytes
+from datasets.image_io import read_file_bytes
 from datasets.jobs.services import job_create
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, ImageClass, JobSource, OutputFormat
-from datasets.segmentation import app_segmenter, app_segmenter_status, embedding_cache
+from datasets.prompts import check_templates_per_preview, points_from_input
+from datasets.segmentation import app_segmenter, app_segmenter_status
 from datasets.selectors import image_list_for_dataset
 from datasets.services.datasets import dataset_create, dataset_delete
 from datasets.services.images import images_upload
@@ -38,6 +38,7 @@ from datasets.services.previews import (
     embeddings_prewarm,
     segment_preview,
     segmenter_errors,
+    working_image,
 )
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.edits import EDIT_FIELDS, Edits
@@ -55,9 +56,10 @@ from legacy.services import (
 )
 from legacy.streams import Rendition, calls_stream, event_stream_response, iterator_stream, job_relay
 from samsite.errors import ServiceError
+from samsite.parsers import loads_limited
 from templates_app.models import Template
 from templates_app.selectors import template_list_for_dataset
-from templates_app.services import points_from_input, template_create
+from templates_app.services import template_create
 
 #: Upload errors whose old wire form is the message itself (``{"error": "max_images_exceeded:12/10"}``).
 _MESSAGE_AS_CODE = frozenset({"no_files", "max_images_exceeded", "zip_error"})
@@ -233,6 +235,7 @@ def _template_selection(
     if listed not in (None, ""):
         if not isinstance(listed, list):
             raise ServiceError("invalid_templates", "templates must be a list", field="templates")
+        check_templates_per_preview(len(listed))
         for index, entry in enumerate(listed):
             if isinstance(entry, str):
                 template_id, edits = entry, None
@@ -248,6 +251,7 @@ def _template_selection(
     if edits_map not in (None, ""):
         if not isinstance(edits_map, Mapping):
             raise ServiceError("invalid_edits", "edits must be an object keyed by template_id", field="edits")
+        check_templates_per_preview(len(edits_map))
         if edits_map and all(key in EDIT_FIELDS for key in edits_map):
             targets = [t for t, _ in chosen.values()] or list(template_list_for_dataset(dataset=dataset))
             return [(template, edits_map) for template in targets]
@@ -286,7 +290,7 @@ class TemplatePreviewView(SeedView):
                     "invalid_edits", str(exc), field=exc.field, template_id=template.id.hex
                 ) from exc
         result = edit_preview(image=image, specs=specs)
-        rgb = result.rgb if result is not None else decode_stored_image(image.file).rgb
+        rgb = result.rgb if result is not None else working_image(image).rgb
         return Response(
             {
                 "variant_png": b64encode(encode_image(rgb, "png")),
@@ -300,6 +304,8 @@ class TemplatePreviewView(SeedView):
 class PrecomputeView(SeedView):
     """POST dataset/precompute: compute and cache every image's embedding, answer when done."""
 
+    throttle_scope = "uploads"
+
     def post(self, request: Request) -> Response:
         dataset = self.get_dataset(self.param("dataset_id"))
         added = errors = 0
@@ -308,10 +314,13 @@ class PrecomputeView(SeedView):
             total += 1
             added += progress.computed
             errors += bool(progress.error)
+        # Never the global cache count: it would tell a user how much others uploaded. Per user instead: the
+        # dataset's images whose embedding is now ready (all but the failed ones with a caching backend).
+        ready = total - errors if app_segmenter().cacheable else 0
         return Response(
             {
                 "cached_added": added,
-                "total_cache": embedding_cache().count(),
+                "total_cache": ready,
                 "total": total,
                 "errors": errors,
             }
@@ -320,6 +329,8 @@ class PrecomputeView(SeedView):
 
 class PrewarmView(SeedView):
     """POST dataset/prewarm: as precompute, streamed: one SSE event per image, then ``{"done": true}``."""
+
+    throttle_scope = "uploads"
 
     def post(self, request: Request):
         dataset = self.get_dataset(self.param("dataset_id"))
@@ -367,6 +378,8 @@ class ApplyStreamView(SeedView):
 
     Pre-stream errors are plain JSON; then one event per image, ``{"done": true, ...}`` and ``[DONE]``.
     """
+
+    throttle_scope = "jobs"
 
     def post(self, request: Request):
         data = self.body()
@@ -517,7 +530,7 @@ def _batch_edits(value: Any) -> Edits:
         return Edits()
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads_limited(value)
         except ValueError:
             raise ServiceError("invalid edits JSON", "edits must be a JSON object string") from None
     if value is None:

@@ -36,6 +36,14 @@ def exception_handler(exc, context):
         response.data = {"error": exc.error_code, "detail": str(exc.detail), **exc.extra}
     elif isinstance(exc, exceptions.ValidationError):
         response.data = {"error": "validation_error", "detail": "Invalid input.", "fields": response.data}
+    elif isinstance(exc, exceptions.Throttled):
+        scope = getattr(context.get("view"), "throttle_scope", None)
+        response.data = {
+            "error": "throttled",
+            "detail": str(exc.detail),
+            "retry_after": exc.wait,
+            **({"limit": f"THROTTLE_{scope.upper()}"} if scope else {}),
+        }
     elif isinstance(response.data, dict) and "detail" in response.data:
         code = getattr(exc, "default_code", "error")
         if isinstance(exc, exceptions.NotFound) or response.status_code == status.HTTP_404_NOT_FOUND:

@@ -1,8 +1,10 @@
 """Django settings: one env-driven module (see the configuration table in README.md).
 
-Defaults are safe for a laptop: SQLite under ``var/``, files under ``var/media``, the embedded job runner and
-the classical segmenter when no SAM checkpoint is present. Production sets DATABASE_URL (PostgreSQL),
-SECRET_KEY and DEBUG=false; with DEBUG off and no SECRET_KEY the process refuses to start.
+Defaults are production-safe: DEBUG is off (``make run`` turns it on explicitly), and then SECRET_KEY is
+required, cookies are secure, HTTPS is enforced (HSTS, SSL redirect) and the pages get a Content-Security-Policy.
+Storage defaults suit a laptop: SQLite under ``var/``, files under ``var/media``, the embedded job runner and
+the classical segmenter when no SAM checkpoint is present. Production sets DATABASE_URL (PostgreSQL) and
+SECRET_KEY. With DEBUG on, ALLOWED_HOSTS may only name local hosts (a debug page must never face the network).
 """
 
 from __future__ import annotations
@@ -12,21 +14,34 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from samsite.env import env_bool, env_choice, env_int, env_list, env_str, parse_database_url
+from samsite.env import env_bool, env_choice, env_float, env_int, env_list, env_str, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var")
 
-DEBUG = env_bool("DEBUG", True)
+DEBUG = env_bool("DEBUG", False)
 TESTING = "pytest" in sys.modules or env_bool("TESTING", False)
+#: Production defaults (HTTPS-only cookies, HSTS, SSL redirect) apply when DEBUG is off, except under the test
+#: runner, whose clients and live servers speak plain HTTP.
+PRODUCTION = not DEBUG and not TESTING
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG:
+    if not (DEBUG or TESTING):
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    # Only ever with DEBUG on (make run) or under the tests; the process refuses it otherwise.
     SECRET_KEY = "dev-only-insecure-key-set-SECRET_KEY-in-production"
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1", "testserver")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+if DEBUG:
+    _public = [host for host in ALLOWED_HOSTS if host not in LOCAL_HOSTS and not host.endswith(".localhost")]
+    if _public:
+        # The debug page shows settings and tracebacks: it must never be reachable under a public name.
+        raise ImproperlyConfigured(
+            f"DEBUG is on but ALLOWED_HOSTS names non-local hosts ({', '.join(_public)}); "
+            "set DEBUG=false to serve them"
+        )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -46,6 +61,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_eventstream",
     "django_htmx",
+    "csp",
     "datasets",
     "templates_app",
     "legacy",
@@ -62,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "samsite.urls"
@@ -129,8 +146,22 @@ MAX_ZIP_UNCOMPRESSED_MB = env_int("MAX_ZIP_UNCOMPRESSED_MB", 4096, minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = MAX_IMAGES_PER_DATASET + 10
 # Uploads larger than this spill to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-# JSON bodies carry base64 masks (legacy save_component); image uploads are file parts and not counted here.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
+# --- Request bodies (checked by samsite.asgi_limits before the body is read; README "Security") ---------
+#: Any request that is not an upload (JSON, forms): base64 masks of legacy save_component fit in it.
+MAX_REQUEST_BODY_MB = env_int("MAX_REQUEST_BODY_MB", 16, minimum=1)
+#: The whole multipart body of one upload request (all files and fields together).
+MAX_UPLOAD_REQUEST_MB = env_int("MAX_UPLOAD_REQUEST_MB", 1024, minimum=1)
+# Django's own check on non-file form/JSON data, aligned with the ASGI guard (a second line for WSGI).
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_MB * 1024 * 1024
+#: JSON nesting deeper than this is refused (400 invalid_json) by samsite.parsers.
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32, minimum=4)
+
+# --- Work per request ----------------------------------------------------------------------------------
+MAX_POINTS_PER_PROMPT = env_int("MAX_POINTS_PER_PROMPT", 64, minimum=1)
+MAX_TEMPLATES_PER_DATASET = env_int("MAX_TEMPLATES_PER_DATASET", 100, minimum=1)
+MAX_TEMPLATES_PER_PREVIEW = env_int("MAX_TEMPLATES_PER_PREVIEW", 100, minimum=1)
+#: Edit previews of larger images run on a copy downscaled to this longest side (kept next to the thumbnail).
+PREVIEW_MAX_SIDE = env_int("PREVIEW_MAX_SIDE", 2048, minimum=256)
 
 # --- Segmentation --------------------------------------------------------------------------------------
 SAM_BACKEND = env_choice("SAM_BACKEND", "auto", ["auto", "sam", "classical"])
@@ -173,6 +204,13 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE") or "samgen"
 #: torch intra-op threads of each worker process (several processes on one machine share its cores).
 WORKER_TORCH_THREADS = env_int("WORKER_TORCH_THREADS", 1, minimum=1)
 
+#: Quality flags of annotations (datasets.jobs.quality): a mask covering more than this fraction of its image,
+#: an area this many times smaller or larger than on the template's reference image (relative to the image's
+#: area), or a centroid this far (normalised coordinates) from the reference mask's is flagged for review.
+QUALITY_MAX_AREA_FRACTION = env_float("QUALITY_MAX_AREA_FRACTION", 0.9, minimum=0.0, maximum=1.0)
+QUALITY_AREA_DRIFT_RATIO = env_float("QUALITY_AREA_DRIFT_RATIO", 4.0, minimum=1.0)
+QUALITY_CENTROID_DRIFT = env_float("QUALITY_CENTROID_DRIFT", 0.25, minimum=0.0)
+
 # --- Live events (django-eventstream) ------------------------------------------------------------------
 EVENTSTREAM_STORAGE_CLASS = "datasets.jobs.events.JobEventStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "datasets.jobs.events.JobChannelManager"
@@ -209,9 +247,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": [
+        "samsite.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_RATES": {
         "uploads": env_str("THROTTLE_UPLOADS") or "120/min",
         "previews": env_str("THROTTLE_PREVIEWS") or "1200/min",
+        "jobs": env_str("THROTTLE_JOBS") or "30/min",
+        "login": env_str("THROTTLE_LOGIN") or "30/min",
     },
     "EXCEPTION_HANDLER": "samsite.api.exception_handler",
 }
@@ -239,6 +284,43 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR"}},
 }
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# --- Login lockout (samsite.login_guard, on the shared cache) ------------------------------------------
+#: Failed logins of one username from one IP before both are refused for LOGIN_LOCKOUT_SECONDS; an IP is
+#: locked out after 4x as many failures across usernames.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+AUTHENTICATION_BACKENDS = ["samsite.login_guard.LockoutBackend"]
+
+# --- HTTPS and browser security (production defaults when DEBUG is off) --------------------------------
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# Load balancers probe /health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    # Only behind a proxy that sets (and strips client copies of) X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The pages' scripts and styles are static files under /static/; masks and previews are data:/blob: images.
+# Inline style attributes remain in the templates (and htmx injects its indicator style), hence
+# 'unsafe-inline' for styles only: scripts never run inline. Swagger UI ships an inline bootstrap script.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/docs/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}

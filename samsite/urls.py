@@ -1,14 +1,18 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from samsite.api_root import ApiRootView
+from samsite.auth_views import TokenView
 from samsite.views import health
 
 urlpatterns = [
     path("health", health, name="health"),
     path("admin/", admin.site.urls),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/", ApiRootView.as_view(), name="api-root"),
+    path("api/auth/token/", TokenView.as_view(), name="api-token"),
+    # Log in / log out links of the browsable API (session auth, for people exploring /api/ in a browser).
+    path("api/auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # The seed-compatible endpoints come first: /api/sam/... must not fall into the REST router.
@@ -18,3 +22,8 @@ urlpatterns = [
     path("api/", include("templates_app.urls")),
     path("", include("frontend.urls")),
 ]
+
+handler400 = "samsite.views.bad_request"
+handler403 = "samsite.views.permission_denied"
+handler404 = "samsite.views.page_not_found"
+handler500 = "samsite.views.server_error"

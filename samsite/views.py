@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import connection
 from django.http import JsonResponse
+from django.views import defaults
 from django.views.decorators.http import require_GET
 
 from datasets.segmentation import app_segmenter_status
@@ -42,3 +44,45 @@ def health(request):
         "device": seg["device"],
     }
     return JsonResponse(body, status=200 if database == "ok" else 503)
+
+
+# --- error pages: JSON on API paths, Django's pages elsewhere -------------------------------------------
+
+#: Paths whose clients are programs: every error there is ``{"error", "detail"}`` JSON, never an HTML page.
+API_PREFIXES = ("/api/", "/sam/", "/health")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES)
+
+
+def _json_error(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+def bad_request(request, exception=None):
+    if is_api_path(request.path):
+        if isinstance(exception, RequestDataTooBig):
+            return _json_error(413, "request_too_large", str(exception) or "request body too large")
+        if isinstance(exception, TooManyFieldsSent | TooManyFilesSent):
+            return _json_error(400, "too_many_fields", str(exception))
+        return _json_error(400, "bad_request", str(exception) or "bad request")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception=None):
+    if is_api_path(request.path):
+        return _json_error(403, "forbidden", str(exception) or "forbidden")
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request, exception=None):
+    if is_api_path(request.path):
+        return _json_error(404, "not_found", "not found")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if is_api_path(request.path):
+        return _json_error(500, "internal_error", "unexpected server error")
+    return defaults.server_error(request)

@@ -84,6 +84,7 @@ class DatasetTemplatesViewSet(viewsets.GenericViewSet):
             dataset=dataset,
             points=data.get("points"),
             name=data.get("name") or "",
+            label=data.get("label"),
             image_class=data.get("image_class") or "",
             reference_image=_reference_image(request.user, dataset, data.get("reference_image")),
             default_edits=data.get("default_edits"),
@@ -95,7 +96,7 @@ class DatasetTemplatesViewSet(viewsets.GenericViewSet):
 @extend_schema_view(
     retrieve=extend_schema(responses={200: TemplateSerializer, 404: ErrorSerializer}),
     partial_update=extend_schema(
-        summary="Change any of name, points, image_class, reference_image, default_edits.",
+        summary="Change any of name, label, points, image_class, reference_image, default_edits.",
         description=_WRITE_ERRORS,
         request=TemplateWriteSerializer,
         responses={200: TemplateSerializer, **ERRORS},

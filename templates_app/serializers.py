@@ -17,6 +17,9 @@ class TemplateSerializer(serializers.ModelSerializer):
     points = PointsField(read_only=True)
     points_count = serializers.IntegerField(read_only=True)
     default_edits = EditsField(read_only=True, help_text="The non-neutral edit values.")
+    label = serializers.CharField(
+        source="effective_label", read_only=True, help_text="Category name in exports (default: the name)."
+    )
 
     class Meta:
         model = Template
@@ -24,6 +27,7 @@ class TemplateSerializer(serializers.ModelSerializer):
             "id",
             "dataset",
             "name",
+            "label",
             "image_class",
             "reference_image",
             "points",
@@ -41,6 +45,14 @@ class TemplateWriteSerializer(serializers.Serializer):
 
     name = serializers.CharField(
         required=False, allow_blank=True, max_length=200, help_text='Blank on create: "Template N".'
+    )
+    label = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        trim_whitespace=False,  # the service trims (and strips control characters) for every interface
+        help_text="Category name in exports, max 200 characters, may be shared by several templates; "
+        "blank or omitted: the template's name.",
     )
     points = PointsField(required=False, help_text="At least one positive point; values in [0, 1].")
     image_class = serializers.ChoiceField(

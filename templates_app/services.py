@@ -2,7 +2,7 @@
 
 Errors are ServiceError with a stable code and the offending input: ``no_points``, ``invalid_points`` (with
 ``index`` of the bad point when there is one), ``invalid_class``, ``invalid_edits`` (with ``field``),
-``invalid_reference_image``, ``invalid_name``.
+``invalid_reference_image``, ``invalid_name``, ``invalid_label``.
 """
 
 from __future__ import annotations
@@ -10,60 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
 from datasets.models import Dataset, DatasetImage, ImageClass
+from datasets.prompts import edits_from_input, points_from_input, points_to_json
 from datasets.services.datasets import clean_display_name, dataset_lock
 from imaging.edits import Edits
-from imaging.errors import EditValidationError, PointValidationError
-from imaging.points import Point, parse_points
 from samsite.errors import ServiceError
 from templates_app.models import Template
 
-TEMPLATE_FIELDS = frozenset({"name", "points", "image_class", "reference_image", "default_edits"})
-
-
-def points_from_input(
-    raw: object,
-    *,
-    units: str = "norm",
-    width: int | None = None,
-    height: int | None = None,
-    require_positive: bool = True,
-) -> list[Point]:
-    """Parse point prompts from untrusted input: normalised ``[{x_norm, y_norm, positive?}]``, or pixels
-    (``units="px"``, with the image's ``width``/``height``). Values out of range are refused, never clamped.
-
-    Raises ServiceError ``no_points`` (missing or empty), ``invalid_points`` (not a list, a bad point with its
-    ``index``, unknown units, or no positive point when ``require_positive``).
-    """
-    if raw is None or (isinstance(raw, list | tuple) and not raw):
-        raise ServiceError("no_points", "at least one point is required", field="points")
-    if not isinstance(raw, list | tuple):
-        raise ServiceError("invalid_points", "points must be a list of points", field="points")
-    if units not in ("norm", "px"):
-        raise ServiceError("invalid_points", "units must be 'norm' or 'px'", field="units")
-    try:
-        points = parse_points(list(raw), units=units, width=width, height=height)
-    except PointValidationError as exc:
-        raise ServiceError("invalid_points", str(exc), field="points", index=exc.index) from None
-    if require_positive and not any(point.positive for point in points):
-        raise ServiceError("invalid_points", "at least one positive point is required", field="points")
-    return points
-
-
-def points_to_json(points: list[Point]) -> list[dict]:
-    return [{"x_norm": p.x_norm, "y_norm": p.y_norm, "positive": p.positive} for p in points]
-
-
-def edits_from_input(raw: object, *, strict: bool = True, **extra: Any) -> Edits:
-    """Validate edits by the imaging rules; ServiceError("invalid_edits") whose ``field`` is the bad key
-    (``extra``, e.g. the index of a template in a request list, is added to the error)."""
-    try:
-        return Edits.from_dict(raw, strict=strict)  # type: ignore[arg-type]
-    except EditValidationError as exc:
-        raise ServiceError("invalid_edits", str(exc), field=exc.field, **extra) from None
+TEMPLATE_FIELDS = frozenset({"name", "label", "points", "image_class", "reference_image", "default_edits"})
+LABEL_MAX_LENGTH = 200
 
 
 def _clean_class(value: object) -> str:
@@ -94,6 +53,17 @@ def _edits_json(raw: object) -> dict:
     return {name: value for name, value in edits.to_dict().items() if value != neutral[name]}
 
 
+def _clean_label(value: object) -> str:
+    """A category label: trimmed, control characters removed, at most 200 characters; blank (or None) means
+    "the template's name" and is stored as ""."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    try:
+        return clean_display_name(value, field="label", max_length=LABEL_MAX_LENGTH)
+    except ServiceError as exc:
+        raise ServiceError("invalid_label", exc.message, field="label") from None
+
+
 def _default_name(dataset: Dataset) -> str:
     taken = set(dataset.templates.values_list("name", flat=True))
     number = len(taken) + 1
@@ -110,24 +80,37 @@ def template_create(
     image_class: str = "",
     reference_image: DatasetImage | None = None,
     default_edits: Mapping[str, Any] | None = None,
+    label: str | None = "",
 ) -> Template:
-    """Save a template at the end of the dataset's save order.
+    """Save a template at the end of the dataset's save order (ServiceError("max_templates_exceeded") when the
+    dataset already holds MAX_TEMPLATES_PER_DATASET).
 
     ``points`` are normalised ``[{x_norm, y_norm, positive?}]`` (at least one positive); a blank ``name``
     becomes "Template N"; ``image_class`` is "", "pass" or "fail"; ``reference_image`` must belong to
-    ``dataset``; ``default_edits`` follow the imaging ``Edits`` rules (unknown keys refused).
+    ``dataset``; ``default_edits`` follow the imaging ``Edits`` rules (unknown keys refused); ``label`` is
+    the category name in exports (blank: the name; several templates may share one).
     """
     parsed = points_to_json(points_from_input(points))
     image_class = _clean_class(image_class)
     reference_image = _clean_reference(dataset, reference_image)
     edits = _edits_json(default_edits)
+    clean_label = _clean_label(label)
     with transaction.atomic():
-        dataset_lock(dataset=dataset)
+        dataset_lock(dataset=dataset)  # the count below holds until commit
+        limit = settings.MAX_TEMPLATES_PER_DATASET
+        if dataset.templates.count() >= limit:
+            raise ServiceError(
+                "max_templates_exceeded",
+                f"the dataset already has {limit} templates (MAX_TEMPLATES_PER_DATASET)",
+                limit="MAX_TEMPLATES_PER_DATASET",
+                max=limit,
+            )
         clean_name = clean_display_name(name) if (name or "").strip() else _default_name(dataset)
         last = dataset.templates.aggregate(last=Max("position"))["last"]
         template = Template(
             dataset=dataset,
             name=clean_name,
+            label=clean_label,
             points=parsed,
             image_class=image_class,
             reference_image=reference_image,
@@ -139,8 +122,8 @@ def template_create(
 
 
 def template_update(*, template: Template, **changes: Any) -> Template:
-    """Change any of name, points, image_class, reference_image, default_edits (same rules as create;
-    a blank name is refused). Unknown keys are a programming error (TypeError)."""
+    """Change any of name, label, points, image_class, reference_image, default_edits (same rules as create;
+    a blank name is refused, a blank label means the name). Unknown keys are a programming error (TypeError)."""
     unknown = set(changes) - TEMPLATE_FIELDS
     if unknown:
         raise TypeError(f"template_update() got unexpected fields: {', '.join(sorted(unknown))}")
@@ -148,6 +131,9 @@ def template_update(*, template: Template, **changes: Any) -> Template:
     if "name" in changes:
         template.name = clean_display_name(changes["name"])
         update_fields.append("name")
+    if "label" in changes:
+        template.label = _clean_label(changes["label"])
+        update_fields.append("label")
     if "points" in changes:
         template.points = points_to_json(points_from_input(changes["points"]))
         update_fields.append("points")

@@ -11,6 +11,8 @@ from PIL import Image
 
 # Sync Playwright runs an event loop in the main thread; ORM calls from the test body are still safe there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# Processes that tests start (runners, management commands) run with DEBUG off, the default, which needs a key.
+os.environ.setdefault("SECRET_KEY", "insecure-key-of-the-test-session-only")
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from rest_framework import generics, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from datasets.jobs.downloads import job_zip_response, variant_file_response
@@ -27,6 +28,7 @@ from datasets.jobs.events import (
     too_many_streams_response,
     with_stream_slot,
 )
+from datasets.jobs.exports import EXPORT_FORMATS, ExportError, export_response
 from datasets.jobs.serializers import (
     JobCreateSerializer,
     JobDetailSerializer,
@@ -44,6 +46,7 @@ from datasets.selectors import (
     variant_get_for_user,
     variant_list_for_job,
 )
+from datasets.throttles import JOBS
 from samsite.api import ApiError
 from samsite.db import parse_uuid
 
@@ -56,10 +59,21 @@ _VARIANT_ID = OpenApiParameter(
 )
 
 
+@extend_schema(tags=["jobs"])
 class DatasetJobListCreateApi(generics.ListAPIView):
     """GET: the dataset's jobs, newest first. POST: start a job over every image of the dataset."""
 
     serializer_class = JobSerializer
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = JOBS
+
+    def get_throttles(self):
+        # Only creating a job costs work; reading the list is not throttled beyond the defaults.
+        return super().get_throttles() if self.request.method == "POST" else []
+
+    def get_serializer_class(self):
+        # The browsable API renders its POST form from this: the fields a client may send.
+        return JobCreateSerializer if self.request.method == "POST" else JobSerializer
 
     def get_queryset(self):
         dataset = dataset_get_for_user(user=self.request.user, dataset_id=self.kwargs["dataset_id"])
@@ -112,6 +126,7 @@ def _dataset_template(dataset, template_id: str, index: int):
     return template
 
 
+@extend_schema(tags=["jobs"])
 class JobListApi(generics.ListAPIView):
     """The user's job history across datasets, newest first."""
 
@@ -121,6 +136,7 @@ class JobListApi(generics.ListAPIView):
         return job_list_for_user(user=self.request.user)
 
 
+@extend_schema(tags=["jobs"])
 class JobDetailApi(generics.RetrieveAPIView):
     """Status, counters, per-stage timings, encoder calls, cache hits, errors, template snapshot and the
     ``last_event_id`` to resume the event stream from."""
@@ -135,6 +151,7 @@ class JobDetailApi(generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
 
+@extend_schema(tags=["jobs"])
 class JobCancelApi(APIView):
     @extend_schema(
         parameters=[_JOB_ID],
@@ -147,7 +164,11 @@ class JobCancelApi(APIView):
         return Response(JobDetailSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(tags=["jobs"])
 class JobRetryApi(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = JOBS
+
     @extend_schema(
         parameters=[_JOB_ID],
         request=None,
@@ -160,6 +181,7 @@ class JobRetryApi(APIView):
         return Response(JobDetailSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(tags=["jobs"])
 class JobItemListApi(generics.ListAPIView):
     """Per-image status of a job, in upload order."""
 
@@ -173,6 +195,7 @@ class JobItemListApi(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
+@extend_schema(tags=["jobs"])
 class JobVariantListApi(generics.ListAPIView):
     serializer_class = VariantSerializer
 
@@ -215,6 +238,7 @@ class _BinaryApi(APIView):
         return JSONRenderer(), JSONRenderer.media_type
 
 
+@extend_schema(tags=["jobs"])
 class VariantFileApi(_BinaryApi):
     @extend_schema(
         parameters=[_VARIANT_ID],
@@ -222,9 +246,14 @@ class VariantFileApi(_BinaryApi):
     )
     def get(self, request: Request, variant_id: str):
         variant = variant_get_for_user(user=request.user, variant_id=variant_id)
+        if not variant.file:
+            raise ApiError(
+                "not_found", "this annotation has no image (annotate job): see its mask", status_code=404
+            )
         return variant_file_response(request, variant)
 
 
+@extend_schema(tags=["jobs"])
 class VariantMaskApi(_BinaryApi):
     @extend_schema(
         parameters=[_VARIANT_ID],
@@ -237,6 +266,7 @@ class VariantMaskApi(_BinaryApi):
         return variant_file_response(request, variant, mask=True)
 
 
+@extend_schema(tags=["jobs"])
 class JobDownloadApi(_BinaryApi):
     @extend_schema(
         parameters=[_JOB_ID],
@@ -251,6 +281,54 @@ class JobDownloadApi(_BinaryApi):
         return job_zip_response(request, job)
 
 
+@extend_schema(tags=["jobs"])
+class JobExportApi(_BinaryApi):
+    @extend_schema(
+        parameters=[
+            _JOB_ID,
+            OpenApiParameter(
+                "format", OpenApiTypes.STR, required=True, enum=list(EXPORT_FORMATS), description="Layout."
+            ),
+            OpenApiParameter(
+                "exclude_flagged",
+                OpenApiTypes.BOOL,
+                description="1: leave out annotations with a quality flag (and images left with none).",
+            ),
+        ],
+        responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, "the export archive")},
+        description="The job's masks as a training dataset, streamed as a ZIP (no Content-Length). Images: "
+        "the stacked variants (stack), every variant (each) or the originals (annotate). Categories are the "
+        "dataset's template labels, ids from 1 in save order, listed in every export. "
+        "`coco`: annotations.json (COCO instance segmentation, compressed RLE from pycocotools, area, bbox, "
+        "iscrowd 0, score, stability, flags) + images/. "
+        "`yolo`: Ultralytics segmentation: images/, labels/<stem>.txt (`<class> x1 y1 ... xn yn` per polygon, "
+        "normalised, holes bridged, class = id - 1), data.yaml. "
+        "`voc`: JPEGImages/ (the images), SegmentationClass/<stem>.png (palette, 0 background, id per "
+        "label, 255 where different labels overlap), ImageSets/Segmentation/default.txt, labelmap.txt. "
+        "`masks`: masks/<stem>__<template>.png, one 0/255 PNG per (image, template). "
+        "Every archive has a README.txt listing the categories, the failed images left out and the flagged "
+        "annotations left out.",
+    )
+    def get(self, request: Request, job_id: str):
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        fmt = request.query_params.get("format", "")
+        if fmt not in EXPORT_FORMATS:
+            raise ApiError(
+                "invalid_format",
+                f"format must be one of {', '.join(EXPORT_FORMATS)}",
+                field="format",
+                choices=list(EXPORT_FORMATS),
+            )
+        flag = request.query_params.get("exclude_flagged", "0").strip().lower()
+        if flag not in ("", "0", "1", "true", "false"):
+            raise ApiError("invalid_filter", "exclude_flagged must be 0 or 1", field="exclude_flagged")
+        try:
+            return export_response(request, job, fmt, exclude_flagged=flag in ("1", "true"))
+        except ExportError as exc:
+            raise ApiError(exc.code, str(exc), field="format") from None
+
+
+@extend_schema(tags=["jobs"])
 class JobEventsApi(_BinaryApi):
     @extend_schema(
         parameters=[

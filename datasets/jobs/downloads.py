@@ -8,9 +8,12 @@ before sending the first byte.
 
 Entry names: ``<image stem>.<ext>`` (stack) or ``<image stem>__<template name>.<ext>`` (each), sanitised and
 made unique (``-2``, ``-3``... on collisions, compared case-insensitively); ``masks/<same name>.png`` when the
-job exports masks (the masks are always stored, ``export_mask`` decides what the ZIP carries); and
+job exports masks (the masks are always stored, ``export_mask`` decides what the ZIP carries; an annotate job's
+variants have no image, so their masks are always in, and their manifest ``file`` is null); and
 ``manifest.json`` with the job's parameters, its segmenter, the template snapshot, and per variant the image,
-template(s), score, area, size and the sha256 of the file.
+template(s), score, area, size, the sha256 of the file, stability and quality flags.
+
+Training-ready exports (COCO, YOLO, VOC, masks) are built in ``datasets.jobs.exports`` with the same helpers.
 """
 
 from __future__ import annotations
@@ -76,6 +79,17 @@ def file_chunks(name: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
             yield data
 
 
+#: Files are served as data, never as a page: if one is opened directly, nothing in it may run.
+FILE_CSP = "default-src 'none'; img-src 'self'; sandbox"
+
+
+def harden_file_response(response):
+    """The headers every file view sends: no MIME sniffing, and a CSP that sandboxes the file if opened."""
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = FILE_CSP
+    return response
+
+
 def variant_file_response(
     request: HttpRequest, variant: Variant, *, mask: bool = False
 ) -> StreamingHttpResponse:
@@ -88,7 +102,7 @@ def variant_file_response(
     else:
         content_type = FORMAT_CONTENT_TYPES[job.output_format]
         filename = f"{base}.{FORMAT_EXTENSIONS[job.output_format]}"
-    return stream_response(
+    response = stream_response(
         request,
         file_chunks(field_file.name),
         content_type=content_type,
@@ -96,6 +110,7 @@ def variant_file_response(
         filename=filename,
         attachment=False,
     )
+    return harden_file_response(response)
 
 
 @dataclass(frozen=True)
@@ -113,7 +128,7 @@ def sanitize_name(name: str, fallback: str = "file") -> str:
 
 def _variant_base_name(image_filename: str, variant: Variant, job: GenerationJob) -> str:
     stem = sanitize_name(PurePosixPath(image_filename).stem, "image")
-    if job.compose == ComposeMode.EACH and variant.template_key != STACK_TEMPLATE_KEY:
+    if job.compose in (ComposeMode.EACH, ComposeMode.ANNOTATE) and variant.template_key != STACK_TEMPLATE_KEY:
         template_name = variant.template_names[0] if variant.template_names else variant.template_key
         return f"{stem}__{sanitize_name(template_name, 'template')}"
     return stem
@@ -139,8 +154,11 @@ def job_zip(job: GenerationJob) -> ZipStream:
     mask_entries: list[ZipEntry] = []
     manifest_variants = []
     for variant in variants:
-        arcname = _unique(_variant_base_name(variant.image.filename, variant, job), ext, taken)
-        entries.append(ZipEntry(arcname, variant.file.name, default_storage.size(variant.file.name)))
+        base = _variant_base_name(variant.image.filename, variant, job)
+        arcname = None
+        if variant.file:
+            arcname = _unique(base, ext, taken)
+            entries.append(ZipEntry(arcname, variant.file.name, default_storage.size(variant.file.name)))
         record = {
             "file": arcname,
             "image": variant.image.filename,
@@ -152,9 +170,14 @@ def job_zip(job: GenerationJob) -> ZipStream:
             "width": variant.width,
             "height": variant.height,
             "sha256": variant.sha256,
+            "stability": variant.stability,
+            "flags": list(variant.flags or []),
         }
-        if job.export_mask and variant.mask_file:
-            mask_name = f"masks/{arcname.rsplit('.', 1)[0]}.png"
+        if variant.mask_file and (job.export_mask or not variant.file):
+            if arcname is not None:
+                mask_name = f"masks/{arcname.rsplit('.', 1)[0]}.png"
+            else:
+                mask_name = _unique(f"masks/{base}", "png", taken)
             mask_entries.append(
                 ZipEntry(mask_name, variant.mask_file.name, default_storage.size(variant.mask_file.name))
             )
@@ -217,8 +240,15 @@ def job_manifest(job: GenerationJob, variants: list[dict]) -> dict:
     }
 
 
+def job_file_stem(job: GenerationJob) -> str:
+    """``<dataset-slug>-<job short id>``: the name of the job's downloads ("holiday-photos-1a2b3c4d")."""
+    from django.utils.text import slugify
+
+    return f"{slugify(job.dataset.name)[:60].strip('-') or 'dataset'}-{job.id.hex[:8]}"
+
+
 def job_zip_filename(job: GenerationJob) -> str:
-    return f"{sanitize_name(job.dataset.name, 'dataset')}-{job.id.hex[:8]}.zip"
+    return f"{job_file_stem(job)}.zip"
 
 
 def job_zip_response(request: HttpRequest, job: GenerationJob) -> StreamingHttpResponse:

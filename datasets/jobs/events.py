@@ -73,8 +73,10 @@ class VariantEntry(TypedDict):
     width: int
     height: int
     sha256: str
-    url: str
+    url: str | None
     mask_url: str | None
+    stability: float | None
+    flags: list[dict]
 
 
 class ItemEvent(TypedDict):
@@ -278,8 +280,11 @@ def variant_entry(variant) -> VariantEntry:
         "width": variant.width,
         "height": variant.height,
         "sha256": variant.sha256,
-        "url": reverse("api-variant-file", args=[variant.id.hex]),
+        # An annotate job's variants carry a mask only.
+        "url": reverse("api-variant-file", args=[variant.id.hex]) if variant.file else None,
         "mask_url": reverse("api-variant-mask", args=[variant.id.hex]) if variant.mask_file else None,
+        "stability": variant.stability,
+        "flags": list(variant.flags or []),
     }
 
 

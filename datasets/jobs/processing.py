@@ -5,9 +5,10 @@ Runners call :func:`generate_job` (all of one job's work, in this thread: the in
 Both claim chunks of items through ``datasets.jobs.services`` and commit every image through it; this module
 holds no state transition of its own. Per image: decode once, get the embedding from the shared cache or encode
 it once for all templates, predict each applicable template's mask (class filter), render the edits (stack or
-each), encode the outputs and their masks, store the files, then commit (variants, item, counters, ``item``
-event in one transaction fenced on this worker's lease). A failing image fails its item (the reason is kept)
-and the chunk goes on.
+each; annotate renders nothing and writes only the masks), encode the outputs and their masks, annotate every
+mask (RLE, box, scores, quality flags: ``datasets.jobs.quality``; counted in the "encode" stage), store the
+files, then commit (variants, item, counters, ``item`` event in one transaction fenced on this worker's lease).
+A failing image fails its item (the reason is kept) and the chunk goes on.
 
 Overlap: a two-thread pool *prepares* the next image (decode, then its embedding from the cache or the
 encoder) and encodes/stores the current image's outputs, while the worker thread predicts masks, renders edits
@@ -33,7 +34,7 @@ from django.core.files.storage import default_storage
 from django.db import DatabaseError
 
 from datasets.image_io import decode_stored_image
-from datasets.jobs import services
+from datasets.jobs import quality, services
 from datasets.jobs.outputs import RecentOutput, recent_outputs
 from datasets.jobs.services import Claim, ItemResult
 from datasets.jobs.snapshots import spec_from_snapshot
@@ -47,8 +48,15 @@ from datasets.models import (
     Variant,
 )
 from datasets.segmentation import app_segmenter, embedding_for
+from datasets.services.previews import embedding_seen_by_owner
 from imaging.codecs import FORMAT_EXTENSIONS, DecodedImage, encode_image, encode_mask_png, sha256_hex
-from imaging.pipeline import TemplateSpec, render_variants, segment_templates, template_applies
+from imaging.pipeline import (
+    TemplateSpec,
+    VariantResult,
+    render_variants,
+    segment_templates,
+    template_applies,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +162,7 @@ class _StoredFile:
     width: int
     height: int
     sha256: str
+    annotations: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -177,7 +186,12 @@ class _ChunkProcessor:
         self.specs = specs
         self.segmenter = segmenter
         self.timings = timings
-        self.each = self.job.compose == ComposeMode.EACH
+        # One variant per (image, template) in "each" and "annotate"; annotate writes no image at all.
+        self.annotate = self.job.compose == ComposeMode.ANNOTATE
+        self.each = self.job.compose in (ComposeMode.EACH, ComposeMode.ANNOTATE)
+        self.labels = quality.snapshot_labels(self.job)
+        self.limits = quality.thresholds()
+        self.references = quality.reference_stats(job=self.job, specs=specs, segmenter=segmenter)
 
     def run(self) -> None:
         items = list(self.claim.items)
@@ -242,7 +256,11 @@ class _ChunkProcessor:
             outcome.status = ItemStatus.SKIPPED
             return outcome
         image = prepared.image
-        outcome.cache_hit, outcome.encoded = bool(prepared.cache_hit), not prepared.cache_hit
+        # Reported per owner (as previews are): a hit on an embedding another user's upload made counts as an
+        # encoder call, so the job's figures never reveal that someone else has the same photo.
+        seen = embedding_seen_by_owner(prepared.item.image, self.segmenter)
+        outcome.cache_hit = bool(prepared.cache_hit) and seen
+        outcome.encoded = not outcome.cache_hit
         try:
             with _timed(outcome.timings, "predict"):
                 masks = segment_templates(
@@ -253,7 +271,10 @@ class _ChunkProcessor:
                     height=image.height,
                 )
             with _timed(outcome.timings, "edit"):
-                results = render_variants(image, masks, prepared.applicable, compose=self.job.compose)
+                if self.annotate:
+                    results = _annotation_results(masks, prepared.applicable)
+                else:
+                    results = render_variants(image, masks, prepared.applicable, compose=self.job.compose)
         except DatabaseError:
             raise
         except Exception as exc:
@@ -265,31 +286,43 @@ class _ChunkProcessor:
         if not results:
             outcome.status = ItemStatus.SKIPPED
             return outcome
-        outcome.stored = pool.submit(self._encode_and_store, prepared.item, results)
+        outcome.stored = pool.submit(self._encode_and_store, prepared.item, results, masks)
         return outcome
 
     def _keys(self) -> list[str]:
         return [spec.id for spec in self.specs] if self.each else [STACK_TEMPLATE_KEY]
 
-    def _encode_and_store(self, item: JobItem, results) -> tuple[list[_StoredFile], float, float]:
-        """Pool thread: encode each variant and its mask, write them under this attempt's names."""
+    def _encode_and_store(self, item: JobItem, results, masks=()) -> tuple[list[_StoredFile], float, float]:
+        """Pool thread: encode each variant (none for an annotation) and its mask, write them under this
+        attempt's names, and annotate the masks it carries."""
         encode_ms = store_ms = 0.0
         stored: list[_StoredFile] = []
+        by_id = {m.template_id: m for m in masks}
         for result in results:
             t0 = time.perf_counter()
-            data = encode_image(result.rgb, self.job.output_format)
+            data = None if result.rgb is None else encode_image(result.rgb, self.job.output_format)
             mask_data = encode_mask_png(result.mask)
-            digest = sha256_hex(data)
+            digest = sha256_hex(data) if data is not None else ""
+            annotations = [
+                quality.annotation_record(
+                    by_id[tid],
+                    label=self.labels.get(tid, name),
+                    reference=self.references.get(tid),
+                    limits=self.limits,
+                )
+                for tid, name in zip(result.template_ids, result.template_names, strict=True)
+                if tid in by_id
+            ]
             t1 = time.perf_counter()
             key = result.template_ids[0] if self.each else STACK_TEMPLATE_KEY
             name, mask_name = variant_file_names(self.job, item.image_id, key, item.attempts)
-            name = _save_exact(name, data)
+            name = _save_exact(name, data) if data is not None else ""
             mask_name = _save_exact(mask_name, mask_data)
             self._remember(name, digest, data, result, mask_data)
             t2 = time.perf_counter()
             encode_ms += (t1 - t0) * 1000
             store_ms += (t2 - t1) * 1000
-            height, width = result.rgb.shape[:2]
+            height, width = result.mask.shape[:2]
             stored.append(
                 _StoredFile(
                     template_key=key,
@@ -302,6 +335,7 @@ class _ChunkProcessor:
                     width=int(width),
                     height=int(height),
                     sha256=digest,
+                    annotations=annotations,
                 )
             )
         return stored, encode_ms, store_ms
@@ -363,6 +397,7 @@ class _ChunkProcessor:
             }
         variants = []
         for f in stored:
+            flags, stability = quality.variant_quality(f.annotations)
             variant = Variant(
                 job=self.job,
                 image_id=item.image_id,
@@ -375,11 +410,33 @@ class _ChunkProcessor:
                 width=f.width,
                 height=f.height,
                 sha256=f.sha256,
+                annotations=f.annotations,
+                flags=flags,
+                stability=stability,
             )
             variant.file.name = f.name
             variant.mask_file.name = f.mask_name
             variants.append(variant)
         return variants
+
+
+def _annotation_results(masks, applicable: list[TemplateSpec]) -> list[VariantResult]:
+    """Annotate mode: one mask-only result per applicable template (``rgb`` None: nothing is rendered or
+    encoded), in application order, as ``render_variants`` orders "each"."""
+    by_id = {m.template_id: m for m in masks}
+    ordered = sorted(enumerate(applicable), key=lambda it: (it[1].order, it[0]))
+    return [
+        VariantResult(
+            template_ids=(t.id,),
+            template_names=(t.name,),
+            rgb=None,  # type: ignore[arg-type]
+            mask=by_id[t.id].mask.astype(bool, copy=False),
+            score=by_id[t.id].score,
+            area=int(by_id[t.id].mask.sum()),
+        )
+        for _, t in ordered
+        if t.id in by_id
+    ]
 
 
 def _describe(exc: BaseException) -> str:

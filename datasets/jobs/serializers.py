@@ -54,6 +54,7 @@ class JobUrlsSerializer(serializers.Serializer):
     items = serializers.CharField()
     variants = serializers.CharField()
     download = serializers.CharField()
+    export = serializers.CharField(help_text="Append ?format=coco|yolo|voc|masks[&exclude_flagged=1].")
     cancel = serializers.CharField()
     retry = serializers.CharField()
 
@@ -66,6 +67,7 @@ def job_urls(job: GenerationJob) -> dict:
         "items": reverse("api-job-items", args=[hex_id]),
         "variants": reverse("api-job-variants", args=[hex_id]),
         "download": reverse("api-job-download", args=[hex_id]),
+        "export": reverse("api-job-export", args=[hex_id]),
         "cancel": reverse("api-job-cancel", args=[hex_id]),
         "retry": reverse("api-job-retry", args=[hex_id]),
     }
@@ -183,7 +185,7 @@ class JobItemSerializer(serializers.ModelSerializer):
 
 
 class VariantUrlsSerializer(serializers.Serializer):
-    file = serializers.CharField()
+    file = serializers.CharField(allow_null=True, help_text="Null for an annotation (annotate jobs).")
     mask = serializers.CharField(allow_null=True)
 
 
@@ -193,6 +195,10 @@ class VariantSerializer(serializers.ModelSerializer):
     image_id = serializers.UUIDField(format="hex", read_only=True)
     image_filename = serializers.CharField(source="image.filename", read_only=True)
     template_id = serializers.UUIDField(format="hex", read_only=True, allow_null=True)
+    flags = serializers.JSONField(
+        read_only=True, help_text="Quality flags: [{code, template_id, label, detail}]; empty = fine."
+    )
+    labels = serializers.SerializerMethodField(help_text="Category labels of the masks it carries.")
     urls = serializers.SerializerMethodField()
 
     class Meta:
@@ -210,14 +216,21 @@ class VariantSerializer(serializers.ModelSerializer):
             "width",
             "height",
             "sha256",
+            "stability",
+            "flags",
+            "labels",
             "urls",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_labels(self, variant: Variant) -> list[str]:
+        return [a["label"] for a in variant.annotations or []]
 
     @extend_schema_field(VariantUrlsSerializer)
     def get_urls(self, variant: Variant) -> dict:
         hex_id = variant.id.hex
         return {
-            "file": reverse("api-variant-file", args=[hex_id]),
+            "file": reverse("api-variant-file", args=[hex_id]) if variant.file else None,
             "mask": reverse("api-variant-mask", args=[hex_id]) if variant.mask_file else None,
         }

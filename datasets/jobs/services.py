@@ -417,7 +417,7 @@ def _claim_from(job: GenerationJob, *, worker: str, size: int, now) -> Claim | N
         )
         items = list(
             JobItem.objects.filter(pk__in=candidates, status=ItemStatus.RUNNING, worker=worker)
-            .select_related("image")
+            .select_related("image", "image__dataset")
             .order_by("index")
         )
         if not items:

@@ -35,6 +35,8 @@ def template_snapshot(template, edits: Mapping | None = None, *, strict: bool = 
         "label": template.label or template.name,
         "box": list(template.box) if template.box else None,
         "mask_choice": template.mask_choice or "best",
+        # The quality flags compare each mask with the template's own points on this image.
+        "reference_image_id": template.reference_image_id.hex if template.reference_image_id else None,
     }
 
 

@@ -15,6 +15,7 @@ urlpatterns = [
     path("jobs/<str:job_id>/items/", job_api.JobItemListApi.as_view(), name="api-job-items"),
     path("jobs/<str:job_id>/variants/", job_api.JobVariantListApi.as_view(), name="api-job-variants"),
     path("jobs/<str:job_id>/download/", job_api.JobDownloadApi.as_view(), name="api-job-download"),
+    path("jobs/<str:job_id>/export/", job_api.JobExportApi.as_view(), name="api-job-export"),
     path("jobs/<str:job_id>/events/", job_api.JobEventsApi.as_view(), name="api-job-events"),
     path("variants/<str:variant_id>/file/", job_api.VariantFileApi.as_view(), name="api-variant-file"),
     path("variants/<str:variant_id>/mask/", job_api.VariantMaskApi.as_view(), name="api-variant-mask"),

@@ -40,8 +40,10 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Max
 
+from datasets.image_io import stored_suffix
 from datasets.models import Dataset, DatasetImage, ImageClass, Variant
-from datasets.services.datasets import dataset_lock, delete_stored_files
+from datasets.services.datasets import dataset_lock, delete_stored_files, working_copy_name
+from datasets.services.thumbnails import variant_thumbnail_names
 from imaging.codecs import decode_image, encode_thumbnail_png, is_image_filename, sha256_hex
 from imaging.errors import ImageDecodeError
 from imaging.pipeline import classify_filename
@@ -57,14 +59,6 @@ ZIP_MAX_ENTRY_RATIO = 200
 ZIP_RATIO_MIN_BYTES = 1024 * 1024
 _READ_CHUNK = 1024 * 1024
 
-_FORMAT_SUFFIXES = {
-    "PNG": ".png",
-    "JPEG": ".jpg",
-    "BMP": ".bmp",
-    "TIFF": ".tif",
-    "WEBP": ".webp",
-    "GIF": ".gif",
-}
 _COPY_SUFFIX_RE = re.compile(r"^(?P<stem>.*) \((?P<n>\d+)\)$")
 
 
@@ -399,7 +393,7 @@ def _analyse(source: _Source, known: Mapping[str, str]) -> _Analysed:
     result.data = data
     result.width, result.height, result.is_grayscale = decoded.width, decoded.height, decoded.is_grayscale
     # The storage name's suffix follows the decoded format, never the user's extension.
-    result.suffix = _FORMAT_SUFFIXES.get(decoded.format, ".img")
+    result.suffix = stored_suffix(decoded.format)
     result.thumbnail = encode_thumbnail_png(decoded.rgb, THUMBNAIL_MAX_SIDE)
     return result
 
@@ -481,8 +475,13 @@ def image_set_class(*, image: DatasetImage, image_class: str | None) -> DatasetI
 def image_delete(*, image: DatasetImage) -> None:
     """Delete the image with its variants (job items go with it); its stored files go after commit."""
     with transaction.atomic():
-        names = [image.file.name, image.thumbnail.name]
+        names = [
+            image.file.name,
+            image.thumbnail.name,
+            working_copy_name(image.file.name, image.dataset_id.hex),
+        ]
         for file_name, mask_name in Variant.objects.filter(image=image).values_list("file", "mask_file"):
             names += [file_name, mask_name]
+        names += variant_thumbnail_names(Variant.objects.filter(image=image).values_list("file", "sha256"))
         image.delete()
         transaction.on_commit(lambda: delete_stored_files([name for name in names if name]))

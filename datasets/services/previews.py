@@ -4,38 +4,61 @@ Every function gets the process's segmenter and embedding cache from :mod:`datas
 preview after a prewarm, a job or an earlier preview of the same image content does not run the encoder
 again. A SAM backend that is required but absent (or a broken checkpoint) raises
 ServiceError("sam_model_not_loaded", status=503).
+
+Large images: edit previews of an image whose longest side exceeds PREVIEW_MAX_SIDE run on a *working copy*,
+the image downscaled to that side once and stored next to its thumbnail (``working/<dataset>/<stem>.png``),
+so a preview never decodes the full original again (the variant comes back at the working size). Segment
+previews use the cached embedding (SAM) or encode from the working copy (classical, whose embeddings are a
+256 px image and are not stored), answering masks at the full image size either way.
+
+No cross-user oracle: the embedding cache is shared by content, so "was it cached?" would tell a user that
+someone else uploaded the same bytes. ``SegmentPreview.cached`` and ``PrewarmProgress.computed`` therefore
+report the *owner's* view: cached only when this user's own previews or prewarms already used that
+embedding (a per-user marker in the shared cache), whatever the disk cache holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import cv2
 from django.conf import settings
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 
 from datasets.image_io import decode_stored_image
 from datasets.models import ComposeMode, DatasetImage
 from datasets.segmentation import app_segmenter, embedding_cache, embedding_for
-from imaging.codecs import DecodedImage
+from datasets.services.datasets import working_copy_name
+from imaging.codecs import DecodedImage, decode_image, encode_image
 from imaging.errors import CheckpointError, ImageDecodeError, SegmenterUnavailable
 from imaging.pipeline import TemplateSpec, VariantResult, generate_for_image
 from imaging.points import Point, denormalize
 from imaging.segmenter import Embedding, MaskCandidate, Segmenter
 from samsite.errors import ServiceError
 
+logger = logging.getLogger(__name__)
+
 MAX_CANDIDATES = 3
 #: Embeddings kept in memory for back-to-back previews (a SAM embedding is 2 MB as float16).
 RECENT_EMBEDDINGS = 8
+#: How long a user's "I already used this embedding" marker lives (a lost marker only reports a miss).
+SEEN_TTL_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
 class SegmentPreview:
     """Up to three candidate masks, best score first, at the image's size (``width`` x ``height``).
-    ``cached`` is True when the embedding came from the cache (no encoder call)."""
+    ``cached`` is True when the embedding came from the cache and this image's owner had used it before."""
 
     candidates: list[MaskCandidate]
     width: int
@@ -45,8 +68,9 @@ class SegmentPreview:
 
 @dataclass(frozen=True)
 class PrewarmProgress:
-    """One image of a prewarm: ``computed`` is True when the encoder ran, False when the embedding was
-    already cached (or the backend keeps no embeddings, or the image could not be read: then ``error``)."""
+    """One image of a prewarm: ``computed`` is True when the embedding was made ready for its owner now, False
+    when this owner had already prepared it (or the backend keeps no embeddings, or the image could not be
+    read: then ``error``). Whether another user's upload put it in the shared cache is never told."""
 
     index: int
     total: int
@@ -118,15 +142,82 @@ def _cached_embedding(image: DatasetImage, segmenter: Segmenter) -> Embedding | 
 def _embedding(
     image: DatasetImage, segmenter: Segmenter, decoded: DecodedImage | None = None
 ) -> tuple[Embedding, bool]:
-    """The image's embedding and whether it was cached; decodes the stored file only on a miss."""
+    """The image's embedding and whether it was cached; decodes the stored file only on a miss.
+
+    ``decoded`` is the full-resolution image when the caller already has it. A backend that stores no
+    embeddings (classical) encodes from the working copy instead, so a large image is never decoded again.
+    """
     cached = _cached_embedding(image, segmenter)
     if cached is not None:
         return cached, True
-    if decoded is None:
-        decoded = decode_stored_image(image.file)
-    embedding, hit = embedding_for(sha256=image.sha256, rgb=decoded.rgb)
+    if not segmenter.cacheable and decoded is None:
+        work = working_image(image)
+        embedding, hit = embedding_for(sha256=image.sha256, rgb=work.rgb)
+        # Masks come back at the image's own size, as from a full-resolution encode.
+        embedding = dataclasses.replace(embedding, original_size=(image.height, image.width))
+    else:
+        if decoded is None:
+            decoded = decode_stored_image(image.file)
+        embedding, hit = embedding_for(sha256=image.sha256, rgb=decoded.rgb)
     recent_embeddings.put(recent_embeddings.key(image.sha256, segmenter), embedding)
     return embedding, hit
+
+
+# --- per-user view of the shared cache (no cross-user oracle) ---------------------------------------------
+
+
+def _seen_key(image: DatasetImage, segmenter: Segmenter) -> str:
+    owner_id = image.dataset.owner_id
+    digest = hashlib.sha256(f"{owner_id}\x00{segmenter.fingerprint}\x00{image.sha256}".encode()).hexdigest()
+    return f"embed-seen:{digest[:40]}"
+
+
+def embedding_seen_by_owner(image: DatasetImage, segmenter: Segmenter) -> bool:
+    """Whether this image's owner already used this embedding (previews, prewarm, jobs); marks it used from
+    now on. What a user is told about the shared cache comes from this, never from the cache itself, so no
+    answer reveals that another user uploaded the same bytes."""
+    key = _seen_key(image, segmenter)
+    return not cache.add(key, 1, SEEN_TTL_SECONDS)
+
+
+# --- working copies of large images ------------------------------------------------------------------------
+
+
+def working_size(width: int, height: int) -> tuple[int, int]:
+    """``(w, h)`` of the working copy: the longest side at most PREVIEW_MAX_SIDE, aspect kept."""
+    side = settings.PREVIEW_MAX_SIDE
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def working_image(image: DatasetImage) -> DecodedImage:
+    """The pixels previews work on: the original when it fits PREVIEW_MAX_SIDE, else the stored working
+    copy, made (from one full decode) on first use."""
+    size = working_size(image.width, image.height)
+    if size == (image.width, image.height):
+        return decode_stored_image(image.file)
+    name = working_copy_name(image.file.name, image.dataset_id.hex)
+    try:
+        with default_storage.open(name, "rb") as handle:
+            stored = decode_image(handle.read())
+        if (stored.width, stored.height) == size:
+            return DecodedImage(rgb=stored.rgb, is_grayscale=image.is_grayscale, format=stored.format)
+    except (OSError, ImageDecodeError):
+        pass  # missing (first use), unreadable or made for another PREVIEW_MAX_SIDE: make it again
+    full = decode_stored_image(image.file)
+    rgb = cv2.resize(full.rgb, size, interpolation=cv2.INTER_AREA)
+    _store_working_copy(name, encode_image(rgb, "png"))
+    return DecodedImage(rgb=rgb, is_grayscale=full.is_grayscale, format=full.format)
+
+
+def _store_working_copy(name: str, data: bytes) -> None:
+    try:
+        default_storage.delete(name)
+        saved = default_storage.save(name, ContentFile(data))
+        if saved != name:  # a concurrent preview stored it meanwhile: keep one
+            default_storage.delete(saved)
+    except OSError:
+        logger.warning("could not store the working copy %s", name, exc_info=True)
 
 
 def segment_preview(*, image: DatasetImage, points: list[Point]) -> SegmentPreview:
@@ -138,7 +229,8 @@ def segment_preview(*, image: DatasetImage, points: list[Point]) -> SegmentPrevi
         raise ServiceError("no_points", "at least one point is required", field="points")
     with segmenter_errors():
         segmenter = app_segmenter()
-        embedding, cached = _embedding(image, segmenter)
+        embedding, hit = _embedding(image, segmenter)
+        cached = embedding_seen_by_owner(image, segmenter) and hit
         height, width = embedding.original_size
         coords, labels = denormalize(points, width, height)
         candidates = segmenter.predict(embedding, coords, labels, multimask=True)
@@ -151,6 +243,7 @@ def edit_preview(
 ) -> VariantResult | None:
     """The variant a job would produce for ``image`` with these templates and edits.
 
+    Images larger than PREVIEW_MAX_SIDE are previewed on their working copy (the result has its size).
     ``compose="stack"`` layers every applicable template (in save order, ``TemplateSpec.order``); ``"each"``
     returns the first applicable template's own variant. Templates whose class filter excludes the image are skipped; None
     when no template applies (callers show the unedited image). ServiceError("invalid_compose") otherwise.
@@ -161,8 +254,13 @@ def edit_preview(
         return None
     with segmenter_errors():
         segmenter = app_segmenter()
-        decoded = decode_stored_image(image.file)
-        embedding, _ = _embedding(image, segmenter, decoded)
+        decoded = working_image(image)
+        full = (decoded.height, decoded.width) == (image.height, image.width)
+        embedding, _ = _embedding(image, segmenter, decoded if full else None)
+        embedding_seen_by_owner(image, segmenter)
+        if not full:
+            # Same prompt, masks at the working size (SAM and classical scale points by original_size).
+            embedding = dataclasses.replace(embedding, original_size=(decoded.height, decoded.width))
         results = generate_for_image(
             decoded, embedding, segmenter, list(specs), image_class=image.image_class, compose=str(compose)
         )
@@ -183,10 +281,12 @@ def embeddings_prewarm(*, images: Iterable[DatasetImage]) -> Iterator[PrewarmPro
             started = time.perf_counter()
             error = ""
             computed = False
-            if segmenter.cacheable and _cached_embedding(image, segmenter) is None:
+            if segmenter.cacheable:
                 try:
-                    _, cached = _embedding(image, segmenter, decode_stored_image(image.file))
-                    computed = not cached
+                    if _cached_embedding(image, segmenter) is None:
+                        _embedding(image, segmenter, decode_stored_image(image.file))
+                    # Reported per owner: "computed" unless this user had already prepared it.
+                    computed = not embedding_seen_by_owner(image, segmenter)
                 except (ImageDecodeError, OSError) as exc:
                     error = str(exc) or exc.__class__.__name__
             ms = int((time.perf_counter() - started) * 1000)

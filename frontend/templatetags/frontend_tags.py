@@ -32,12 +32,45 @@ def display_url(image) -> str:
 
 @register.filter
 def variant_url(variant) -> str:
+    """The edited image; for an annotation (annotate jobs: no image), the original, shown under its mask."""
+    if not variant.file:
+        return display_url(variant.image)
     return reverse("api-variant-file", args=[variant.id.hex])
+
+
+@register.simple_tag
+def export_formats() -> tuple[str, ...]:
+    """The training export formats of the job page's picker."""
+    from datasets.jobs.exports import EXPORT_FORMATS
+
+    return EXPORT_FORMATS
+
+
+@register.filter
+def variant_thumb_url(variant) -> str:
+    """The variant's 320 px thumbnail (tiles); the full file is only for the lightbox and the download."""
+    return reverse("ui-variant-thumbnail", args=[variant.id.hex])
 
 
 @register.filter
 def variant_mask_url(variant) -> str:
     return reverse("api-variant-mask", args=[variant.id.hex]) if variant.mask_file else ""
+
+
+@register.filter
+def segmenter_name(stored) -> str:
+    """ "sam:vit_b:<fingerprint>" -> "SAM ViT-B", "classical:-:classical-v1" -> "classical"."""
+    from frontend.presenters import segmenter_label
+
+    return segmenter_label(str(stored or ""))
+
+
+@register.filter
+def zip_name(job) -> str:
+    """The job ZIP's file name, as the download view sends it (``<dataset-slug>-<job-short-id>.zip``)."""
+    from datasets.jobs.downloads import job_zip_filename
+
+    return job_zip_filename(job)
 
 
 @register.filter

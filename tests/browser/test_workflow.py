@@ -21,6 +21,8 @@ from tests.browser.conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+# wait_for_function predicates are functions, never expressions: Playwright polls an expression with eval(),
+# which the pages' Content-Security-Policy forbids.
 # Canvas helpers (run in the page): keep ImageData snapshots in the page, compare them there.
 SNAPSHOT = """(selector) => {
   const c = document.querySelector(selector);
@@ -118,7 +120,7 @@ def _click_canvas(page, x: float, y: float, **kwargs) -> None:
 def _capture_template(
     page, *, x: float, y: float, name: str, image_class: str = "", negative: bool = False
 ) -> None:
-    page.wait_for_function("document.querySelector('#tpl-editor').dataset.ready === 'true'")
+    page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
     base = page.evaluate(SNAPSHOT, "#tpl-canvas")
     _click_canvas(page, x, y)
     first = page.evaluate(SNAPSHOT, "#tpl-canvas")
@@ -206,7 +208,7 @@ def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, pho
     expect(page.locator("#step-image-count")).to_have_text("4 images")
     # thumbnails are real images served by the authenticated file view
     page.wait_for_function(
-        "[...document.querySelectorAll('#image-grid img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#image-grid img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     # the class badge: camera.png has none; make it a pass
     camera = page.locator(".image-tile", has_text="camera.png")
@@ -230,7 +232,7 @@ def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, pho
     _capture_template(page, x=0.45, y=0.5, name="Cup", image_class="pass")
     expect(page.locator("#tpl-cards .tpl-card")).to_have_count(2)
     page.wait_for_function(
-        "[...document.querySelectorAll('#tpl-cards img')].every(i => i.complete && i.naturalWidth > 0)",
+        "() => [...document.querySelectorAll('#tpl-cards img')].every(i => i.complete && i.naturalWidth > 0)",
         timeout=60_000,
     )
     # click the canvas again to show a live overlay in the screenshot; then a keyboard point
@@ -320,13 +322,15 @@ def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, pho
     expect(page.locator("#current-job-row .status")).to_have_text("succeeded")
     expect(page.locator("#current-job-row")).to_contain_text("4/4")
     page.wait_for_function(
-        "[...document.querySelectorAll('#job-grid img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#job-grid img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     shoot(page, f"08-job-done-{tag}")
 
     # --- full size with the mask outlined ---
     page.locator("#item-0 [data-lightbox]").first.click()
-    page.wait_for_function("document.querySelector('#lightbox').dataset.ready === 'true'", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#lightbox').dataset.ready === 'true'", timeout=30_000
+    )
     assert page.evaluate(YELLOW_PIXELS) > 100
     shoot(page, f"09-lightbox-{tag}", full_page=False)
     page.get_by_role("button", name="Close").click()
@@ -369,9 +373,11 @@ def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, pho
                 if name == "generate":
                     expect(page.locator("#preview-after")).to_be_visible(timeout=60_000)
                 if name == "templates":
-                    page.wait_for_function("document.querySelector('#tpl-editor').dataset.ready === 'true'")
+                    page.wait_for_function(
+                        "() => document.querySelector('#tpl-editor').dataset.ready === 'true'"
+                    )
                 page.wait_for_function(
-                    "[...document.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)"
+                    "() => [...document.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)"
                 )
                 _no_horizontal_scroll(page)
                 shoot(page, f"w{width}-{name}")

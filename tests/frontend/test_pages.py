@@ -42,8 +42,9 @@ def test_login_with_password_then_logout(client, alice):
 
 def test_header_shows_backend_and_links(alice_client, alice):
     body = alice_client.get(reverse("dataset-list")).content.decode()
-    assert "classical — place a SAM checkpoint in models/ for SAM" in body
-    assert reverse("api-docs") in body
+    assert "classical segmenter (no SAM checkpoint)" in body
+    assert f'href="{reverse("ui-help-segmenter")}"' in body  # the chip links to the help panel
+    assert f'href="{reverse("api-root")}"' in body
     assert reverse("admin:index") not in body  # alice is not staff
     alice.is_staff = True
     alice.save()
@@ -53,7 +54,10 @@ def test_header_shows_backend_and_links(alice_client, alice):
 def test_header_shows_sam_model_when_sam_runs(alice_client, use_tiny_sam):
     body = alice_client.get(reverse("dataset-list")).content.decode()
     assert 'class="backend sam"' in body
-    assert "SAM " in body
+    assert "SAM (custom size) · cpu" in body  # the tiny test model is none of the published sizes
+    assert "SAM custom" not in body
+    help_page = alice_client.get(reverse("ui-help-segmenter")).content.decode()
+    assert "Segment Anything" in help_page and "sam_vit_b_01ec64.pth" in help_page
 
 
 def test_dataset_list_cards_with_strip_counts_and_last_job(
@@ -84,8 +88,8 @@ def test_create_rename_delete_dataset(alice_client, alice):
     response = alice_client.post(
         reverse("ui-dataset-rename", args=[dataset.public_id]), {"name": " "}, **HTMX
     )
-    assert response.status_code == 400
-    assert b'role="alert"' in response.content
+    assert response.status_code == 200  # the fragment carries the refusal (never a 400 under htmx)
+    assert b'role="alert"' in response.content and b"<h1>Dogs</h1>" in response.content
 
     response = alice_client.post(reverse("ui-dataset-delete", args=[dataset.public_id]), **HTMX)
     assert response.headers["HX-Redirect"] == reverse("dataset-list")
@@ -151,7 +155,16 @@ def test_upload_zip(alice_client, alice_dataset, photo_png):
     response = alice_client.post(
         url, {"images": [SimpleUploadedFile("x.png", photo_png["camera"])]}, follow=True
     )
-    assert b"Added 1 images, rejected 0" in response.content
+    assert b"Added 1 image." in response.content
+    # the same file again is a neutral skip, not a red error
+    response = alice_client.post(
+        url,
+        {"images": [SimpleUploadedFile("again.png", photo_png["camera"])]},
+        HTTP_X_REQUESTED_WITH="XMLHttpRequest",
+    )
+    body = response.content.decode()
+    assert "Added 0 images, skipped 1 duplicate." in body
+    assert '<ul class="skipped"' in body and "again.png" in body and 'class="rejected"' not in body
 
 
 def test_image_class_and_delete(alice_client, alice_dataset, alice_images):
@@ -162,7 +175,10 @@ def test_image_class_and_delete(alice_client, alice_dataset, alice_images):
     assert b'class="class-select class-fail"' in response.content
     image.refresh_from_db()
     assert image.image_class == "fail"
-    assert alice_client.post(url, {"image_class": "maybe"}, **HTMX).status_code == 400
+    refused = alice_client.post(url, {"image_class": "maybe"}, **HTMX)
+    assert refused.status_code == 200 and b'role="alert"' in refused.content
+    image.refresh_from_db()
+    assert image.image_class == "fail"
 
     response = alice_client.post(
         reverse("ui-image-delete", args=[alice_dataset.public_id, image.public_id]), **HTMX
@@ -320,7 +336,10 @@ def test_preview_changes_with_the_sliders(alice_client, alice_dataset, alice_tem
     src = [r.content.decode().split('id="preview-after" src="')[1].split('"')[0] for r in (first, second)]
     assert src[0].startswith("data:image/jpeg;base64,") and src[0] != src[1]
     bad = preview(gamma="7")
-    assert bad.status_code == 400 and b"gamma" in bad.content and b'role="alert"' in bad.content
+    # 200 with the error in the fragment (a 400 is swapped in as the whole page by django-htmx's DEBUG script)
+    body = bad.content.decode()
+    assert bad.status_code == 200 and 'data-error="true"' in body and 'role="alert"' in body
+    assert f'id="e-{hexid}-gamma-error" role="alert" hx-swap-oob="true">gamma: must be between' in body
     none = alice_client.post(url, {"preview_image": ""}, **HTMX)
     assert b"Upload images" in none.content
 
@@ -345,7 +364,13 @@ def test_edits_autosave(alice_client, alice_dataset, alice_template):
     alice_template.refresh_from_db()
     assert alice_template.default_edits == {"gamma": 0.5}
     response = alice_client.post(url, {f"t-{hexid}-noise": "3"}, **HTMX)
-    assert response.status_code == 400 and b"noise" in response.content
+    body = response.content.decode()
+    assert response.status_code == 200 and 'data-error="true"' in body and "Not saved: noise" in body
+    assert f'id="e-{hexid}-noise-error" role="alert" hx-swap-oob="true">noise: must be between' in body
+    alice_template.refresh_from_db()
+    assert alice_template.default_edits == {"gamma": 0.5}  # nothing lost
+    ok = alice_client.post(url, {f"t-{hexid}-noise": "0.1"}, **HTMX).content.decode()
+    assert f'id="e-{hexid}-noise-error" role="alert" hx-swap-oob="true"></span>' in ok  # the error is cleared
 
 
 def test_generate_creates_a_job_and_the_job_page_shows_it(
@@ -366,7 +391,8 @@ def test_generate_creates_a_job_and_the_job_page_shows_it(
     body = alice_client.get(response["Location"]).content.decode()
     assert "3 / 3" in body and "status-succeeded" in body
     assert body.count('class="item-tile item-succeeded"') == 3
-    assert body.count("data-lightbox") == 3
+    # One per tile, plus one per flagged variant in "Needs review".
+    assert body.count("data-lightbox") == 3 + job.variants.exclude(flags=[]).count()
     assert reverse("api-job-download", args=[job.public_id]) in body
     assert "sse-connect" not in body  # finished: nothing to listen to
     assert (
@@ -437,3 +463,34 @@ def test_tiff_references_are_served_as_png_for_the_canvas(alice_client, alice_da
     response = alice_client.get(display)
     assert response["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(response.content)).size == (image.width, image.height)
+
+
+def test_annotate_from_the_ui_then_review_and_export_from_the_job_page(
+    alice_client, bob, client, alice_dataset, alice_template, settings, django_capture_on_commit_callbacks
+):
+    settings.QUALITY_MAX_AREA_FRACTION = 0.0  # every non-empty mask "covers most of the image": all flagged
+    generate = alice_client.get(reverse("ui-generate", args=[alice_dataset.public_id])).content.decode()
+    assert 'value="annotate"' in generate and "Annotate only" in generate
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(
+            reverse("ui-generate", args=[alice_dataset.public_id]),
+            {"compose": "annotate", "output_format": "png"},
+        )
+    job = GenerationJob.objects.get(dataset=alice_dataset)
+    assert job.compose == "annotate" and job.status == JobStatus.SUCCEEDED
+    assert not job.variants.exclude(file="").exists()
+
+    body = alice_client.get(response["Location"]).content.decode()
+    export_url = reverse("api-job-export", args=[job.public_id])
+    assert f'action="{export_url}"' in body and '<option value="yolo">' in body
+    assert 'name="exclude_flagged"' in body
+    # Tiles show the original image under its mask: an annotation has no image file of its own.
+    assert reverse("api-variant-file", args=[job.variants.first().id.hex]) not in body
+    flagged = job.variants.exclude(flags=[]).count()
+    assert flagged == 3 and f"Needs review ({flagged})" in body
+    assert body.index('id="needs-review"') < body.index('id="job-grid"')
+    assert "covers" in body and "of the image" in body
+
+    client.force_login(bob)
+    assert client.get(response["Location"]).status_code == 404
+    assert client.get(f"{export_url}?format=coco").status_code == 404

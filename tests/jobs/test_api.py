@@ -52,6 +52,7 @@ def test_post_queues_a_job_and_answers_202_with_its_urls(alice_api, photo_datase
         "items": f"/api/jobs/{job.id.hex}/items/",
         "variants": f"/api/jobs/{job.id.hex}/variants/",
         "download": f"/api/jobs/{job.id.hex}/download/",
+        "export": f"/api/jobs/{job.id.hex}/export/",
         "cancel": f"/api/jobs/{job.id.hex}/cancel/",
         "retry": f"/api/jobs/{job.id.hex}/retry/",
     }

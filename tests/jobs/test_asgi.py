@@ -221,7 +221,9 @@ async def test_alice_cannot_subscribe_to_bobs_job(alice, bob, make_photo_dataset
     assert not manager.can_read_channel(bob, f"other-{job.id.hex}")
 
 
-async def test_an_es_meta_token_cannot_swap_in_another_users_channels(alice, bob, make_photo_dataset, settings):
+async def test_an_es_meta_token_cannot_swap_in_another_users_channels(
+    alice, bob, make_photo_dataset, settings
+):
     """django-eventstream honours ``es-meta`` (a JWT signed with SECRET_KEY naming a user and channels); the job
     stream strips it, so bob's own job URL never carries alice's events whatever token he forges."""
     import jwt
@@ -242,7 +244,9 @@ async def test_an_es_meta_token_cannot_swap_in_another_users_channels(alice, bob
     await reader.close()
     job_ids = {e["data"]["job_id"] for e in events if e.get("event") in JOB_EVENTS}
     assert job_ids == {bob_job.id.hex}
-    assert all(e.get("id", "").startswith(job_channel(bob_job.id)) for e in events if e.get("event") in JOB_EVENTS)
+    assert all(
+        e.get("id", "").startswith(job_channel(bob_job.id)) for e in events if e.get("event") in JOB_EVENTS
+    )
 
 
 async def test_open_streams_are_capped_per_user_with_a_json_error(alice, photo_dataset, settings):

@@ -70,7 +70,7 @@ def celery_env(settings, use_tiny_sam, tmp_path):
     }
     workers: list[subprocess.Popen] = []
 
-    def start(name: str, *, lease_seconds: int = 60) -> subprocess.Popen:
+    def start(name: str, *, lease_seconds: int = 60, extra_env: dict | None = None) -> subprocess.Popen:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -89,7 +89,7 @@ def celery_env(settings, use_tiny_sam, tmp_path):
                 "--without-mingle",
                 "--without-heartbeat",
             ],
-            env={**env, "JOB_LEASE_SECONDS": str(lease_seconds)},
+            env={**env, "JOB_LEASE_SECONDS": str(lease_seconds), **(extra_env or {})},
             cwd=django_settings.BASE_DIR,
         )
         workers.append(process)
@@ -163,3 +163,45 @@ def test_a_sigkilled_worker_loses_only_its_lease(alice, celery_env):
     _assert_exactly_once(job, 16)
     if held:  # the victim's in-flight items were redone by the rescuer after the lease expired
         assert job.items.filter(attempts__gte=2).exists()
+
+
+def test_events_of_a_worker_process_cross_to_the_web_process_in_order_and_resume(alice, celery_env):
+    """The worker publishes every stored event on Redis (EVENTSTREAM_REDIS), which is how each web process's
+    listeners hear it live; the stored events are the truth a client resumes from with ``lastEventId``."""
+    import json
+
+    dataset = _job_over(alice, 6)
+    bus = redis.Redis.from_url(BROKER).pubsub()
+    bus.subscribe("events_channel")
+    celery_env("w1", extra_env={"REDIS_URL": BROKER})
+    job = job_create(dataset=dataset, owner=alice)
+    channel = f"job-{job.id.hex}"
+    published = []
+
+    def heard_done():
+        while (message := bus.get_message(timeout=1.0)) is not None:
+            if message["type"] == "message":
+                data = json.loads(message["data"])
+                if data["channel"] == channel:
+                    published.append(data)
+        return any(entry["event_type"] == "done" for entry in published)
+
+    _wait_for(heard_done)
+    bus.close()
+    kinds = [entry["event_type"] for entry in published]
+    assert kinds.count("item") == 6 and kinds[-1] == "done"
+    ids = [int(entry["pub_id"]) for entry in published]
+    assert ids == sorted(ids)  # in the order they were committed
+    indexes = sorted(
+        json.loads(entry["data"])["index"] for entry in published if entry["event_type"] == "item"
+    )
+    assert indexes == list(range(6))
+
+    # Resume from the third item event: the stored events after it, in order (what a stream replays from
+    # ``lastEventId``; the REST stream's resume is tested in test_asgi).
+    third = [entry for entry in published if entry["event_type"] == "item"][2]
+    from datasets.jobs.relay import stored_events_after
+
+    rest = stored_events_after(channel, int(third["pub_id"]))
+    assert [event.type for event in rest] == kinds[kinds.index("item") + 3 :]
+    assert [event.id for event in rest] == ids[ids.index(int(third["pub_id"])) + 1 :]

@@ -133,3 +133,40 @@ def test_the_help_documents_the_templates_format(capsys):
         call_command("generate", "--help")
     out = capsys.readouterr().out
     assert '"x_norm"' in out and '"class"' in out and "--export-mask" in out
+
+
+def test_annotate_with_exports_writes_masks_only_and_the_training_files(inputs, tmp_path):
+    from pycocotools.coco import COCO
+
+    folder, templates = inputs
+    labelled = [dict(TEMPLATES[0], label="part"), dict(TEMPLATES[1], label="part")]
+    templates.write_text(json.dumps(labelled))
+    out = tmp_path / "run.zip"
+    call_command(
+        "generate", "--images", str(folder), "--templates", str(templates), "--out", str(out),
+        "--annotate", "--export", "coco, yolo", "--no-progress",
+    )  # fmt: skip
+    job = GenerationJob.objects.get()
+    assert job.compose == "annotate" and job.variant_count == 5
+    assert not job.variants.exclude(file="").exists()
+    assert {v["file"] for v in json.loads(zipfile.ZipFile(out).read("manifest.json"))["variants"]} == {None}
+
+    coco_dir = tmp_path / "coco"
+    zipfile.ZipFile(tmp_path / "run-coco.zip").extractall(coco_dir)
+    coco = COCO(str(coco_dir / "annotations.json"))
+    assert [c["name"] for c in coco.cats.values()] == ["part"] and len(coco.imgs) == 3
+    yolo = zipfile.ZipFile(tmp_path / "run-yolo.zip")
+    assert (
+        "data.yaml" in yolo.namelist() and len([n for n in yolo.namelist() if n.startswith("labels/")]) == 3
+    )
+    assert not (tmp_path / "run-voc.zip").exists()
+
+
+def test_an_unknown_export_format_stops_before_any_work(inputs, tmp_path):
+    folder, templates = inputs
+    with pytest.raises(CommandError, match="unknown format 'tiff'; choose from coco, yolo, voc, masks"):
+        call_command(
+            "generate", "--images", str(folder), "--templates", str(templates),
+            "--out", str(tmp_path / "x.zip"), "--export", "coco,tiff", "--no-progress",
+        )  # fmt: skip
+    assert not Dataset.objects.exists()

@@ -207,3 +207,11 @@ def test_the_lease_migration_keeps_jobs_items_variants_and_files(settings):
     assert variants["stack"].template_ids == ["a" * 32, "b" * 32]
     assert variants["stack"].file.name == "variants/j/s.png"
     assert variants["b" * 32].template_ids == ["b" * 32]
+
+
+@pytest.mark.django_db
+def test_the_job_page_shows_the_queue_position_while_a_job_waits(alice, alice_client, bob, held_jobs):
+    job_create(dataset=_dataset(bob, 1, "ahead"), owner=bob)
+    mine = job_create(dataset=_dataset(alice, 1, "page"), owner=alice)
+    page = alice_client.get(reverse("ui-job", args=[mine.public_id])).content.decode()
+    assert 'id="job-queue-position"' in page and "2 turns before it starts" in page

@@ -195,3 +195,29 @@ def test_bob_gets_404_for_every_template_endpoint_of_alice(bob_api, dataset):
     assert {r.json()["error"] for r in responses} == {"not_found"}
     template.refresh_from_db()
     assert template.name == "mine" and Template.objects.count() == 1
+
+
+def test_a_label_defaults_to_the_name_is_trimmed_and_may_be_shared(alice_api, dataset):
+    plain = create(alice_api, dataset, name="Pump cap", points=[POINT]).json()
+    assert plain["label"] == "Pump cap" and Template.objects.get(pk=plain["id"]).label == ""
+    first = create(alice_api, dataset, name="Cap left", label="  cap \n", points=[POINT]).json()
+    second = create(alice_api, dataset, name="Cap right", label="cap", points=[POINT]).json()
+    assert first["label"] == second["label"] == "cap"
+
+    # Renaming a template without a label renames its category; a blank label goes back to the name.
+    template = Template.objects.get(pk=plain["id"])
+    assert alice_api.patch(detail_url(template), {"name": "Cap"}, format="json").json()["label"] == "Cap"
+    assert alice_api.patch(detail_url(template), {"label": "lid"}, format="json").json()["label"] == "lid"
+    assert alice_api.patch(detail_url(template), {"label": " "}, format="json").json()["label"] == "Cap"
+    assert Template.objects.get(pk=plain["id"]).label == ""
+
+
+def test_a_label_over_200_characters_is_refused(alice_api, dataset):
+    response = create(alice_api, dataset, points=[POINT], label="x" * 201)
+    assert response.status_code == 400 and response.json()["field"] == "label"
+    assert not Template.objects.filter(dataset=dataset).exists()
+    template = TemplateFactory(dataset=dataset, label="kept")
+    response = alice_api.patch(detail_url(template), {"label": "y" * 201}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "label"
+    template.refresh_from_db()
+    assert template.label == "kept"

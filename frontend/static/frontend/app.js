@@ -249,7 +249,8 @@
     function fit() {
       if (!image) return;
       const maxW = wrap.clientWidth;
-      const maxH = Math.max(420, Math.min(760, window.innerHeight - 240));
+      if (!maxW) return;
+      const maxH = Math.max(window.innerWidth < 700 ? 240 : 420, Math.min(760, window.innerHeight - 240));
       const scale = Math.min(maxW / image.naturalWidth, maxH / image.naturalHeight, 2);
       const w = Math.max(1, Math.round(image.naturalWidth * scale));
       const h = Math.max(1, Math.round(image.naturalHeight * scale));
@@ -407,7 +408,16 @@
       changed();
     }
 
-    canvas.addEventListener("click", function (event) { addPoint(event, !event.shiftKey); });
+    // Touch has no right click or Shift: the +/- toggle decides what a click or tap adds.
+    let mode = "positive";
+    $all("[data-point-mode]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        mode = button.dataset.pointMode;
+        $all("[data-point-mode]").forEach(function (b) { b.setAttribute("aria-pressed", String(b === button)); });
+        canvas.dataset.mode = mode;
+      });
+    });
+    canvas.addEventListener("click", function (event) { addPoint(event, mode === "positive" && !event.shiftKey); });
     canvas.addEventListener("contextmenu", function (event) { event.preventDefault(); addPoint(event, false); });
     canvas.addEventListener("keydown", function (event) {
       if ((event.key === "z" && (event.ctrlKey || event.metaKey)) || event.key === "Backspace") {
@@ -448,7 +458,18 @@
       saveButton.disabled = true;
       saveButton.textContent = "Saving…";
     });
-    window.addEventListener("resize", function () { fit(); draw(); drawCandidates(); });
+    // The canvas takes its column's width (and follows it: window resize, phone rotation, layout changes).
+    if (window.ResizeObserver) {
+      let lastWidth = 0;
+      new ResizeObserver(function () {
+        // Only the width decides the canvas size; its own height change must not loop back here.
+        if (wrap.clientWidth === lastWidth) return;
+        lastWidth = wrap.clientWidth;
+        requestAnimationFrame(function () { fit(); draw(); drawCandidates(); });
+      }).observe(wrap);
+    } else {
+      window.addEventListener("resize", function () { fit(); draw(); drawCandidates(); });
+    }
 
     updateForm();
     wrap.classList.add("is-busy");
@@ -465,8 +486,66 @@
     });
   }
 
+  /* The reference strip is one tab stop (roving tabindex): arrow keys, Home and End move, Enter opens. */
+  function initRefStrip(strip) {
+    const links = $all("a", strip);
+    if (!links.length) return;
+    const current = links.find(function (a) { return a.getAttribute("aria-current") === "true"; }) || links[0];
+    links.forEach(function (a) { a.tabIndex = a === current ? 0 : -1; });
+    strip.scrollLeft = Math.max(0, current.offsetLeft - strip.offsetLeft - strip.clientWidth / 2 + current.offsetWidth / 2);
+    strip.addEventListener("keydown", function (event) {
+      const index = links.indexOf(document.activeElement);
+      if (index < 0) return;
+      const moves = { ArrowLeft: index - 1, ArrowUp: index - 1, ArrowRight: index + 1, ArrowDown: index + 1, Home: 0, End: links.length - 1 };
+      if (!(event.key in moves)) return;
+      event.preventDefault();
+      const target = links[Math.min(links.length - 1, Math.max(0, moves[event.key]))];
+      links.forEach(function (a) { a.tabIndex = a === target ? 0 : -1; });
+      target.focus();
+      target.scrollIntoView({ block: "nearest", inline: "nearest" });
+    });
+  }
+
   /* ---------------------------------------------------------------- step 3: sliders and preview */
+  function formatNumber(value) { return String(Math.round(value * 1000) / 1000); }
+
+  /* An out-of-range or non-numeric box is refused: marked invalid (red, aria-invalid), the message next to
+     it (aria-describedby), the slider left where it was; the server refuses it too (200 + error fragment). */
+  function validateNumber(number) {
+    const error = document.getElementById(number.id + "-error");
+    const raw = number.value.trim();
+    const min = Number(number.min), max = Number(number.max);
+    let message = "";
+    if (number.validity.badInput || (raw !== "" && isNaN(Number(raw)))) message = number.dataset.label + " must be a number.";
+    else if (raw === "") message = ""; // blank means neutral
+    else if (Number(raw) < min || Number(raw) > max) {
+      message = number.dataset.label + " must be between " + formatNumber(min) + " and " + formatNumber(max) + " (you typed " + raw + ").";
+    }
+    if (error) error.textContent = message;
+    number.setAttribute("aria-invalid", String(!!message));
+    number.closest(".slider").classList.toggle("invalid", !!message);
+    return !message;
+  }
+
+  function syncInvalidFromErrors() {
+    $all(".slider .field-error").forEach(function (error) {
+      const number = document.getElementById(error.id.replace(/-error$/, ""));
+      if (!number) return;
+      const invalid = error.textContent.trim() !== "";
+      number.setAttribute("aria-invalid", String(invalid));
+      number.closest(".slider").classList.toggle("invalid", invalid);
+    });
+  }
+
   function initEdits(form) {
+    $all(".slider .scale[data-neutral-pct]", form).forEach(function (scale) {
+      const neutral = $(".neutral", scale);
+      const pct = Number(scale.dataset.neutralPct);
+      if (neutral && pct > 0 && pct < 100) {
+        neutral.style.left = pct + "%";
+        neutral.classList.add("placed");
+      }
+    });
     form.addEventListener("input", function (event) {
       const input = event.target;
       if (!input.matches || !input.matches(".slider input")) return;
@@ -474,16 +553,22 @@
       const range = $("input[type=range]", slider);
       const number = $("input[type=number]", slider);
       if (input === range) number.value = range.value;
-      else if (number.value !== "" && !isNaN(Number(number.value))) range.value = number.value;
+      if (validateNumber(number) && input === number && number.value !== "") range.value = number.value;
       slider.classList.toggle("changed", Number(number.value || number.dataset.neutral) !== Number(number.dataset.neutral));
     });
+    form.addEventListener("change", function (event) {
+      if (event.target.matches && event.target.matches(".slider input[type=number]")) validateNumber(event.target);
+    });
+    document.addEventListener("htmx:afterSettle", syncInvalidFromErrors);
     form.addEventListener("click", function (event) {
       const reset = event.target.closest("[data-reset]");
       if (!reset) return;
       const card = reset.closest(".edit-card");
       $all(".slider", card).forEach(function (slider) {
-        $all("input", slider).forEach(function (input) { input.value = input.dataset.neutral; });
+        $all("input:not([type=hidden])", slider).forEach(function (input) { if (!input.disabled) input.value = input.dataset.neutral; });
         slider.classList.remove("changed");
+        const number = $("input[type=number]", slider);
+        if (!number.disabled) validateNumber(number);
       });
       const first = $(".slider input[type=number]", card);
       first.dispatchEvent(new Event("input", { bubbles: true }));
@@ -496,8 +581,34 @@
         $all("[data-show]").forEach(function (b) { b.setAttribute("aria-pressed", String(b === button)); });
       });
     });
-    form.addEventListener("submit", function () {
-      const button = $("#generate-button");
+    const outline = $("#preview-outline");
+    if (outline) outline.addEventListener("change", function () { preview.classList.toggle("show-outline", outline.checked); });
+    const select = $("#preview-image");
+    function step(delta) {
+      if (!select || !select.options.length) return;
+      const count = select.options.length;
+      select.selectedIndex = (select.selectedIndex + delta + count) % count;
+      select.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+    const prev = $("#preview-prev"), next = $("#preview-next");
+    if (prev) prev.addEventListener("click", function () { step(-1); });
+    if (next) next.addEventListener("click", function () { step(1); });
+    const button = $("#generate-button");
+    function updateLabel() {
+      const chosen = $("input[name=compose]:checked", form);
+      const label = $(".label", button);
+      if (chosen && label) label.textContent = button.dataset["label" + (chosen.value === "each" ? "Each" : "Stack")];
+    }
+    $all("input[name=compose]", form).forEach(function (radio) { radio.addEventListener("change", updateLabel); });
+    updateLabel();
+    form.addEventListener("submit", function (event) {
+      const invalid = $all(".slider input[type=number]", form).filter(function (n) { return !n.disabled && !validateNumber(n); });
+      if (invalid.length) {
+        event.preventDefault();
+        invalid[0].focus();
+        toast("Fix the highlighted values first: " + document.getElementById(invalid[0].id + "-error").textContent);
+        return;
+      }
       button.classList.add("is-busy");
       setTimeout(function () { button.disabled = true; }, 0);
     });
@@ -572,6 +683,8 @@
     if (uploader) initUploader(uploader);
     const filter = $(".grid-toolbar .filter");
     if (filter) initFilter(filter);
+    const strip = $("#ref-strip");
+    if (strip) initRefStrip(strip);
     const editor = $("#tpl-editor");
     if (editor && $("#tpl-canvas", editor)) initTemplateEditor(editor);
     const form = $("#generate-form");

@@ -23,6 +23,7 @@ TEMPLATES_HELP = """\
 templates.json is a JSON list of templates, applied in list order:
   [
     {"name": "scratch",                       (optional; default "Template N")
+     "label": "defect",                       (optional: category name in exports; default the name)
      "class": "fail",                         (optional: "pass" | "fail" | "" = all images)
      "points": [{"x_norm": 0.42, "y_norm": 0.37, "positive": true},
                 {"x_norm": 0.10, "y_norm": 0.90, "positive": false}],
@@ -30,6 +31,10 @@ templates.json is a JSON list of templates, applied in list order:
   ]                                           gamma, hue, saturation, sharpen, noise, opacity)
 Points are normalised to the image size (0..1, x from the left, y from the top), so one template
 applies to every image. An image's class comes from its file name ("pass"/"fail" in it).
+
+--annotate makes no edited images: only every template's mask on every image (edits are ignored).
+--export coco,yolo,voc,masks writes each training export next to --out, as <out>-<format>.zip
+(see GET /api/jobs/{id}/export/ in the API docs for the layouts).
 """
 
 
@@ -52,7 +57,16 @@ class Command(BaseCommand):
             "--compose",
             choices=ComposeMode.values,
             default=ComposeMode.STACK,
-            help="stack: one variant per image, templates layered (default); each: one per image and template.",
+            help="stack: one variant per image, templates layered (default); each: one per image and template; "
+            "annotate: masks only, no edited images.",
+        )
+        parser.add_argument(
+            "--annotate", action="store_true", help="Annotate only (the same as --compose annotate)."
+        )
+        parser.add_argument(
+            "--export",
+            default="",
+            help="Comma-separated training exports to write next to --out: coco, yolo, voc, masks.",
         )
         parser.add_argument(
             "--format",
@@ -71,6 +85,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         from datasets.jobs import runners as runner
         from datasets.jobs.downloads import job_zip
+        from datasets.jobs.exports import export_zip
         from datasets.jobs.services import job_create
         from datasets.services.datasets import dataset_create
 
@@ -81,6 +96,8 @@ class Command(BaseCommand):
             raise CommandError(f"{images_path} does not exist")
         if out.parent and not out.parent.exists():
             raise CommandError(f"the folder of {out} does not exist")
+        exports = self._exports(options.get("export") or "")
+        compose = ComposeMode.ANNOTATE if options.get("annotate") else options["compose"]
         owner = self._owner(options.get("user"))
         name = options.get("name") or f"{images_path.stem} {time.strftime('%Y-%m-%d %H:%M:%S')}"
 
@@ -98,7 +115,7 @@ class Command(BaseCommand):
                 job = job_create(
                     dataset=dataset,
                     owner=owner,
-                    compose=options["compose"],
+                    compose=compose,
                     output_format=options["fmt"],
                     export_mask=options["export_mask"],
                     source=JobSource.CLI,
@@ -120,8 +137,25 @@ class Command(BaseCommand):
         for item in job.items.filter(status="failed").select_related("image"):
             self.stderr.write(f"failed {item.image.filename}: {item.error}")
         self.stdout.write(f"wrote {out} (dataset {dataset.id.hex}, owner {owner.get_username()})")
+        for fmt in exports:
+            target = export_path(out, fmt)
+            with target.open("wb") as handle:
+                for chunk in export_zip(job, fmt):
+                    handle.write(chunk)
+            self.stdout.write(f"wrote {target} ({fmt} export)")
         if job.status != "succeeded":
             raise CommandError(f"job {job.status}: {job.error}")
+
+    def _exports(self, raw: str) -> list[str]:
+        from datasets.jobs.exports import EXPORT_FORMATS
+
+        chosen = [part.strip().lower() for part in raw.split(",") if part.strip()]
+        unknown = [fmt for fmt in chosen if fmt not in EXPORT_FORMATS]
+        if unknown:
+            raise CommandError(
+                f"--export: unknown format {unknown[0]!r}; choose from {', '.join(EXPORT_FORMATS)}"
+            )
+        return list(dict.fromkeys(chosen))
 
     def _read_templates(self, path: Path) -> list[dict]:
         try:
@@ -182,12 +216,18 @@ class Command(BaseCommand):
                     dataset=dataset,
                     points=spec.get("points") or [],
                     name=str(spec.get("name") or ""),
+                    label=spec.get("label"),
                     image_class=spec.get("class") or spec.get("image_class") or "",
                     default_edits=spec.get("edits") or {},
                 )
             except ServiceError as exc:
                 where = f" ({exc.extra})" if exc.extra else ""
                 raise CommandError(f"template #{index + 1}: {exc.code}: {exc.message}{where}") from exc
+
+
+def export_path(out: Path, fmt: str) -> Path:
+    """Where ``--export fmt`` goes: beside ``out``, named ``<out stem>-<fmt>.zip``."""
+    return out.with_name(f"{out.stem}-{fmt}.zip")
 
 
 class _Progress:

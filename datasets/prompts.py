@@ -1,0 +1,83 @@
+"""Prompt and edit input, parsed from untrusted requests the same way by every interface (REST, seed API, pages,
+templates), with the per-request limits. Errors are ServiceError with a stable code and the offending input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from imaging.edits import Edits
+from imaging.errors import EditValidationError, PointValidationError
+from imaging.points import Point, parse_points
+from samsite.errors import ServiceError
+
+
+def points_from_input(
+    raw: object,
+    *,
+    units: str = "norm",
+    width: int | None = None,
+    height: int | None = None,
+    require_positive: bool = True,
+) -> list[Point]:
+    """Parse point prompts from untrusted input: normalised ``[{x_norm, y_norm, positive?}]``, or pixels
+    (``units="px"``, with the image's ``width``/``height``). Values out of range are refused, never clamped.
+
+    Raises ServiceError ``no_points`` (missing or empty), ``invalid_points`` (not a list, a bad point with its
+    ``index``, unknown units, or no positive point when ``require_positive``), ``too_many_points`` (more than
+    MAX_POINTS_PER_PROMPT).
+    """
+    if raw is None or (isinstance(raw, list | tuple) and not raw):
+        raise ServiceError("no_points", "at least one point is required", field="points")
+    if not isinstance(raw, list | tuple):
+        raise ServiceError("invalid_points", "points must be a list of points", field="points")
+    if units not in ("norm", "px"):
+        raise ServiceError("invalid_points", "units must be 'norm' or 'px'", field="units")
+    check_points_limit(len(raw))
+    try:
+        points = parse_points(list(raw), units=units, width=width, height=height)
+    except PointValidationError as exc:
+        raise ServiceError("invalid_points", str(exc), field="points", index=exc.index) from None
+    if require_positive and not any(point.positive for point in points):
+        raise ServiceError("invalid_points", "at least one positive point is required", field="points")
+    return points
+
+
+def check_points_limit(count: int) -> None:
+    """ServiceError("too_many_points") naming MAX_POINTS_PER_PROMPT when a prompt has more points."""
+    limit = settings.MAX_POINTS_PER_PROMPT
+    if count > limit:
+        raise ServiceError(
+            "too_many_points",
+            f"{count} points; a prompt may have at most {limit} (MAX_POINTS_PER_PROMPT)",
+            field="points",
+            limit="MAX_POINTS_PER_PROMPT",
+            max=limit,
+        )
+
+
+def check_templates_per_preview(count: int) -> None:
+    """ServiceError("too_many_templates") naming MAX_TEMPLATES_PER_PREVIEW for a preview listing more."""
+    limit = settings.MAX_TEMPLATES_PER_PREVIEW
+    if count > limit:
+        raise ServiceError(
+            "too_many_templates",
+            f"{count} templates; a preview may use at most {limit} (MAX_TEMPLATES_PER_PREVIEW)",
+            field="templates",
+            limit="MAX_TEMPLATES_PER_PREVIEW",
+            max=limit,
+        )
+
+
+def points_to_json(points: list[Point]) -> list[dict]:
+    return [{"x_norm": p.x_norm, "y_norm": p.y_norm, "positive": p.positive} for p in points]
+
+
+def edits_from_input(raw: object, *, strict: bool = True, **extra: Any) -> Edits:
+    """Validate edits by the imaging rules; ServiceError("invalid_edits") whose ``field`` is the bad key
+    (``extra``, e.g. the index of a template in a request list, is added to the error)."""
+    try:
+        return Edits.from_dict(raw, strict=strict)  # type: ignore[arg-type]
+    except EditValidationError as exc:
+        raise ServiceError("invalid_edits", str(exc), field=exc.field, **extra) from None

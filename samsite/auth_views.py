@@ -1,0 +1,57 @@
+"""The login page and the token endpoint, throttled per client IP and guarded by the failed-login lockout.
+
+Both count against the ``login`` scope (THROTTLE_LOGIN, per IP: they are anonymous) and answer a locked-out
+(username, IP) with 429 before checking the password (``samsite.login_guard``).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.http import JsonResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.throttling import ScopedRateThrottle
+
+from datasets.throttles import LOGIN, ScopeThrottle, throttled_response
+from samsite.login_guard import is_locked_out, lockout_detail
+
+
+class TokenThrottle(ScopedRateThrottle):
+    scope = LOGIN
+
+    def allow_request(self, request, view):
+        view.throttle_scope = LOGIN
+        return super().allow_request(request, view)
+
+    def get_rate(self):
+        return ScopeThrottle(LOGIN).get_rate()
+
+
+@extend_schema(tags=["auth"])
+class TokenView(ObtainAuthToken):
+    """``POST {username, password}`` -> ``{token}``; 429 ``throttled`` / ``locked_out`` when over the limits."""
+
+    throttle_classes = [TokenThrottle]
+
+    def post(self, request, *args, **kwargs):
+        username = request.data.get("username") if hasattr(request.data, "get") else None
+        if is_locked_out(request, username if isinstance(username, str) else None):
+            body = lockout_detail()
+            return JsonResponse(body, status=429, headers={"Retry-After": str(body["retry_after"])})
+        return super().post(request, *args, **kwargs)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page (``next`` must stay on this site: Django checks it with
+    ``url_has_allowed_host_and_scheme``) with the IP throttle and the lockout on POST."""
+
+    redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        throttle = ScopeThrottle(LOGIN)
+        if not throttle.allow_request(request, None):
+            return throttled_response(LOGIN, throttle.wait())
+        if is_locked_out(request, request.POST.get("username")):
+            context = self.get_context_data(form=self.get_form(), lockout=lockout_detail()["detail"])
+            return self.render_to_response(context, status=429)
+        return super().post(request, *args, **kwargs)
