@@ -340,10 +340,10 @@ class _ChunkProcessor:
             )
         return stored, encode_ms, store_ms
 
-    def _remember(self, name: str, digest: str, data: bytes, result, mask_data: bytes) -> None:
+    def _remember(self, name: str, digest: str, data: bytes | None, result, mask_data: bytes) -> None:
         """Seed jobs: keep the just-encoded output (and its pixels, for a resized stream rendition) where the
         seed relay of this process finds it without reading the file back (``datasets.jobs.outputs``)."""
-        if self.job.source == JobSource.SEED:
+        if self.job.source == JobSource.SEED and data is not None:
             recent_outputs.put(
                 name,
                 RecentOutput(sha256=digest, data=data, rgb=result.rgb, mask=result.mask, mask_png=mask_data),
