@@ -11,7 +11,7 @@ import threading
 from django.conf import settings
 
 from imaging.embedding_cache import EmbeddingCache
-from imaging.registry import SegmenterConfig, get_segmenter, segmenter_status
+from imaging.registry import SegmenterConfig, get_segmenter, preload_segmenter, segmenter_status
 from imaging.segmenter import Segmenter
 
 _cache_lock = threading.Lock()
@@ -31,6 +31,14 @@ def segmenter_config() -> SegmenterConfig:
 def app_segmenter() -> Segmenter:
     """The process-wide segmenter for the current settings (raises SegmenterUnavailable for sam without weights)."""
     return get_segmenter(segmenter_config())
+
+
+def start_preload() -> threading.Thread | None:
+    """Load the app's segmenter in a background thread when ``SAM_PRELOAD`` is on (the web process calls
+    this at start, so the first request does not pay for the load; ``/health`` shows its progress)."""
+    if not settings.SAM_PRELOAD:
+        return None
+    return preload_segmenter(segmenter_config())
 
 
 def app_segmenter_status() -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 from imaging.codecs import DecodedImage
 from imaging.edits import Edits, apply_edits
 from imaging.points import Point, denormalize, denormalize_box
-from imaging.segmenter import Embedding, Segmenter, choose_candidate
+from imaging.segmenter import Embedding, Prompt, Segmenter, predict_chosen_many
 
 COMPOSE_MODES = ("stack", "each")
 #: The component id used for template masks in the dataset flows (EDITS.md: one component, id 1).
@@ -104,28 +104,26 @@ def segment_templates(
     height: int,
 ) -> list[TemplateMask]:
     """The mask each template's prompt (points and/or box, denormalised to ``width`` x ``height``) and
-    ``mask_choice`` designate on this image. Raises ValueError for a template with neither points nor box."""
-    results = []
+    ``mask_choice`` designate on this image, all templates in one :func:`~imaging.segmenter.predict_chosen_many`
+    call (only the chosen candidates are upsampled). Raises ValueError for a template with neither points nor
+    box."""
+    prompts = []
     for template in templates:
         if not template.points and template.box is None:
             raise ValueError(f"template {template.name!r} has no points and no box")
         coords, labels = denormalize(template.points, width, height)
-        if template.box is None:
-            # Point-only prompts keep the original call, which every segmenter (and test double) accepts.
-            candidates = segmenter.predict(embedding, coords, labels, multimask=True)
-        else:
-            box = denormalize_box(template.box, width, height)
-            candidates = segmenter.predict(embedding, coords, labels, box=box, multimask=True)
-        chosen = choose_candidate(candidates, template.mask_choice)
-        results.append(
-            TemplateMask(
-                template_id=template.id,
-                mask=chosen.mask,
-                score=float(chosen.score),
-                stability=getattr(chosen, "stability", None),
-            )
+        box = None if template.box is None else denormalize_box(template.box, width, height)
+        prompts.append(Prompt(coords=coords, labels=labels, box=box, mask_choice=template.mask_choice))
+    chosen = predict_chosen_many(segmenter, embedding, prompts, multimask=True)
+    return [
+        TemplateMask(
+            template_id=template.id,
+            mask=candidate.mask,
+            score=float(candidate.score),
+            stability=getattr(candidate, "stability", None),
         )
-    return results
+        for template, candidate in zip(templates, chosen, strict=True)
+    ]
 
 
 def _ordered(templates: Sequence[TemplateSpec]) -> list[TemplateSpec]:

@@ -9,12 +9,17 @@ built (threads still holding it finish with it). The classical segmenter is free
 ``fork`` the child starts with an empty registry (``os.register_at_fork``): torch models and their thread
 pools must not be shared across a fork, and a child should load its own copy when it first needs one.
 
+``preload_segmenter(config)`` builds it in a background thread instead (the web process calls it at start,
+so the first request does not pay for the load); :func:`segmenter_status` reports ``model_state``
+``"loading"`` while that runs, then ``"loaded"``, or ``"error"`` with the reason.
+
 Backend selection: ``"sam"`` needs a checkpoint (:class:`SegmenterUnavailable` otherwise); ``"classical"``
 never loads weights; ``"auto"`` uses SAM when a checkpoint is found, else the classical segmenter.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -25,6 +30,8 @@ from typing import Any
 from imaging.classical import ClassicalSegmenter
 from imaging.errors import CheckpointError, SegmenterUnavailable
 from imaging.segmenter import Segmenter
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "sam", "classical")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt")
@@ -136,13 +143,22 @@ def find_checkpoint(config: SegmenterConfig) -> Path | None:
 _lock = threading.Lock()
 # Least recently used first.
 _segmenters: OrderedDict[tuple[Any, ...], Segmenter] = OrderedDict()
+# Per key: the reason the last build failed (cleared by a successful build), and the preload threads.
+_errors: dict[tuple[Any, ...], str] = {}
+_preloads: dict[tuple[Any, ...], threading.Thread] = {}
+_state_lock = threading.Lock()
+
+MODEL_STATES = ("not_loaded", "loading", "loaded", "error")
 
 
 def _reset_after_fork() -> None:
-    global _lock
+    global _lock, _state_lock
     # The parent's lock may have been held by another thread at fork time; a fresh one is always free.
     _lock = threading.Lock()
+    _state_lock = threading.Lock()
     _segmenters.clear()
+    _errors.clear()
+    _preloads.clear()  # the parent's threads do not exist in the child
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -191,15 +207,22 @@ def get_segmenter(config: SegmenterConfig) -> Segmenter:
     with _lock:
         segmenter = _segmenters.get(key)
         if segmenter is None:
-            if backend == "classical":
-                segmenter = ClassicalSegmenter()
-            else:
-                # torch and the family's package are imported only when a model is actually used.
-                from imaging.families import load_segmenter
+            try:
+                if backend == "classical":
+                    segmenter = ClassicalSegmenter()
+                else:
+                    # torch and the family's package are imported only when a model is actually used.
+                    from imaging.families import load_segmenter
 
-                assert checkpoint is not None
-                segmenter = load_segmenter(checkpoint, device=config.device)
+                    assert checkpoint is not None
+                    segmenter = load_segmenter(checkpoint, device=config.device)
+            except Exception as exc:
+                with _state_lock:
+                    _errors[key] = _load_error(exc, checkpoint)
+                raise
             _segmenters[key] = segmenter
+            with _state_lock:
+                _errors.pop(key, None)
             _evict(keep=int(config.max_loaded_models))
     return segmenter
 
@@ -216,30 +239,90 @@ def loaded_models() -> list[str]:
     return [k[1] for k in _segmenters if k[0] != "classical"]
 
 
+def _load_error(exc: BaseException, checkpoint: Path | None) -> str:
+    """The reason a build failed, for /health: never the server's directory layout, only the file name."""
+    text = str(exc) or type(exc).__name__
+    if checkpoint is not None:
+        for form in {str(checkpoint.resolve()), str(checkpoint)}:
+            text = text.replace(form, checkpoint.name)
+    return text
+
+
+def preload_segmenter(config: SegmenterConfig) -> threading.Thread | None:
+    """Build the segmenter for ``config`` in a daemon thread, once per process and configuration.
+
+    Returns the thread (the running one when a preload is already under way), or None when there is
+    nothing to start: the segmenter is already built, or the configuration cannot resolve (``"sam"``
+    without checkpoint: reported as ``"error"`` by :func:`segmenter_status`). A failed load is kept as the
+    ``"error"`` state; any later :func:`get_segmenter` call tries again.
+    """
+    try:
+        backend, checkpoint = _resolve(config)
+    except SegmenterUnavailable:
+        return None
+    key = _key(backend, checkpoint, config.device)
+    with _state_lock:
+        if key in _segmenters:
+            return None
+        running = _preloads.get(key)
+        if running is not None and running.is_alive():
+            return running
+
+        def load() -> None:
+            try:
+                get_segmenter(config)
+            except Exception:  # kept in _errors for /health; the next get_segmenter retries
+                logger.exception("preloading the segmenter failed")
+
+        thread = threading.Thread(target=load, name="samgen-preload", daemon=True)
+        _preloads[key] = thread
+    thread.start()
+    return thread
+
+
+def _model_state(key: tuple[Any, ...]) -> tuple[str, str | None]:
+    with _state_lock:
+        if key in _segmenters:
+            return "loaded", None
+        running = _preloads.get(key)
+        if running is not None and running.is_alive():
+            return "loading", None
+        if key in _errors:
+            return "error", _errors[key]
+    return "not_loaded", None
+
+
 def reset_segmenters() -> None:
-    """Forget every built segmenter (tests)."""
-    with _lock:
+    """Forget every built segmenter, load error and finished preload (tests)."""
+    with _lock, _state_lock:
         _segmenters.clear()
+        _errors.clear()
+        _preloads.clear()
 
 
 def segmenter_status(config: SegmenterConfig) -> dict[str, Any]:
     """What ``/health`` reports, without loading a model.
 
-    ``{"backend": "sam"|"classical", "sam_loaded": bool, "model": "vit_b"|...|None, "family": "sam"|"sam_hq"|
-    "mobile_sam"|"sam2"|"classical"|None, "label": "SAM vit_b"|...|None, "checkpoint": file name or None,
-    "device": "cpu"|"cuda", "error": message or None}``. ``model`` (the size) and ``family`` come from the
-    loaded model, else from the checkpoint's tensor shapes read through a memory map (no weights are read).
-    An unreadable or unknown checkpoint never raises here: ``error`` says why (health is then degraded). A
-    "sam" backend without checkpoint reports ``backend "sam"``, ``checkpoint None`` and an ``error``.
+    ``{"backend": "sam"|"classical", "sam_loaded": bool, "model_state": "not_loaded"|"loading"|"loaded"|"error",
+    "model_error": str|None, "model": "vit_b"|...|None, "family": "sam"|"sam_hq"|"mobile_sam"|"sam2"|"classical"|None,
+    "label": "SAM vit_b"|...|None, "checkpoint": file name or None, "device": "cpu"|"cuda", "error": message or
+    None}``. ``model`` (the size) and ``family`` come from the loaded model, else from the checkpoint's tensor
+    shapes read through a memory map (no weights are read). An unreadable or unknown checkpoint never raises here:
+    ``error`` says why (health is then degraded). A "sam" backend without checkpoint reports ``backend "sam"``,
+    ``checkpoint None``, an ``error`` and ``model_state "error"`` (get_segmenter will raise). The classical
+    backend has nothing to load: ``"loaded"``.
     """
     error = None
     try:
         backend, checkpoint = _resolve(config)
     except SegmenterUnavailable as exc:
         backend, checkpoint, error = "sam", None, str(exc)
+    missing = error
     status: dict[str, Any] = {
         "backend": backend,
         "sam_loaded": False,
+        "model_state": "loaded" if backend == "classical" else "error",
+        "model_error": missing,
         "model": None,
         "family": "classical" if backend == "classical" else None,
         "label": ClassicalSegmenter.label if backend == "classical" else None,
@@ -249,7 +332,9 @@ def segmenter_status(config: SegmenterConfig) -> dict[str, Any]:
     }
     if backend != "sam" or checkpoint is None:
         return status
-    loaded = _segmenters.get(_key(backend, checkpoint, config.device))
+    key = _key(backend, checkpoint, config.device)
+    status["model_state"], status["model_error"] = _model_state(key)
+    loaded = _segmenters.get(key)
     if loaded is not None:
         status.update(
             sam_loaded=True,
@@ -266,7 +351,7 @@ def segmenter_status(config: SegmenterConfig) -> dict[str, Any]:
     try:
         peeked = peek_checkpoint(checkpoint)
     except CheckpointError as exc:
-        status["error"] = str(exc)
+        status.update(error=str(exc), model_state="error", model_error=str(exc))
         return status
     status.update(model=peeked.size, family=peeked.family, label=peeked.label)
     return status

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -43,6 +43,18 @@ class Embedding:
         if isinstance(self.features, Mapping):
             return dict(self.features)
         return {"features": self.features}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One template's prompt on one image: points (``N x 2`` pixels, labels 1/0) and/or a box
+    (``(x0, y0, x1, y1)`` pixels), and which candidate to keep (``"best"`` or an index, see
+    :func:`choose_candidate`)."""
+
+    coords: np.ndarray
+    labels: np.ndarray
+    box: Any = None
+    mask_choice: str | int = "best"
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,36 @@ def check_box(box: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
         raise ValueError("box coordinates must be finite numbers")
     x0, y0, x1, y1 = values
     return np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], dtype=np.float32)
+
+
+def predict_chosen_many(
+    segmenter: Segmenter,
+    embedding: Embedding,
+    prompts: Sequence[Prompt],
+    *,
+    multimask: bool = True,
+) -> list[MaskCandidate]:
+    """The chosen candidate of each :class:`Prompt` on one embedding (its ``mask_choice``, see
+    :func:`choose_candidate`).
+
+    Uses the backend's own ``predict_chosen_many`` when it has one (SAM: only the chosen mask is upsampled to
+    full size, identical prompts are decoded once); otherwise ``predict`` per prompt and ``choose_candidate``.
+    Either way the result of prompt ``i`` is ``choose_candidate(segmenter.predict(...), choice)`` for it alone.
+    """
+    own = getattr(segmenter, "predict_chosen_many", None)
+    if own is not None:
+        return own(embedding, prompts, multimask=multimask)
+    chosen = []
+    for prompt in prompts:
+        if prompt.box is None:
+            # Point-only prompts keep the original call, which every segmenter (and test double) accepts.
+            candidates = segmenter.predict(embedding, prompt.coords, prompt.labels, multimask=multimask)
+        else:
+            candidates = segmenter.predict(
+                embedding, prompt.coords, prompt.labels, box=prompt.box, multimask=multimask
+            )
+        chosen.append(choose_candidate(candidates, prompt.mask_choice))
+    return chosen
 
 
 def check_prompt(

@@ -7,9 +7,12 @@ apply streams.
 
 ``apply_stream`` does not compute anything itself: the request creates a persisted GenerationJob that the
 configured runner executes (embedded thread, Celery worker, or inline in tests), and :func:`job_relay`
-polls the job's rows (JobItem status, Variant files) and turns each finished item into the old per-image
-event. Polling the database rather than listening to in-process events means the relay works whichever
-process runs the job, and a client that disconnects only stops the relay, never the job.
+turns each finished item into the old per-image event. It listens on the job's event channel
+(django-eventstream's listener manager: this process's events, or every process's through Redis) and, on
+each wake-up, reads the job's stored events after the last one it saw; the stored log is the source of
+truth, so the relay works whichever process runs the job and misses nothing, and the database is not
+polled while the job is busy. A client that disconnects only stops the relay, never the job. Variant bytes
+come from the runner's just-encoded buffers when it runs in this process (``datasets.jobs.outputs``).
 """
 
 from __future__ import annotations
@@ -17,26 +20,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 
 from datasets.image_io import decode_stored_image, read_file_bytes
+from datasets.jobs.events import EVENT_DONE, EVENT_ITEM, job_channel
+from datasets.jobs.outputs import recent_outputs
+from datasets.jobs.relay import relay_events
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, ItemStatus, JobItem, Variant
-from imaging.codecs import b64encode, encode_image, encode_mask_png
+from imaging.codecs import b64encode, decode_image, encode_image, encode_mask_png
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two reads of the job's rows while it runs (a cheap indexed query).
-POLL_SECONDS = 0.25
 #: A comment goes out after this many silent seconds, so proxies and clients keep the connection open.
 KEEPALIVE_SECONDS = 5.0
+#: The relay re-reads the job's stored events after this many seconds without a notification (a safety
+#: net; every committed event also wakes it at once).
+FALLBACK_SECONDS = 5.0
 #: EventSource clients reconnect after this many ms (the relay is idempotent: it starts from the job's rows).
 RETRY_MS = 3000
 
@@ -140,9 +147,45 @@ async def iterator_stream(
 # --- apply_stream: relay a generation job ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Rendition:
+    """How the seed stream encodes each variant: ``fmt`` at ``quality`` (JPEG/WebP), longest side at most
+    ``max_side`` px (0: any size). The stored job keeps its full-size outputs whatever the rendition."""
+
+    fmt: str
+    quality: int
+    max_side: int
+
+    def fits(self, stored_format: str, width: int, height: int) -> bool:
+        """True when the stored file can be streamed as it is (same format, not too large)."""
+        return stored_format == self.fmt and (not self.max_side or max(width, height) <= self.max_side)
+
+    def size_for(self, width: int, height: int) -> tuple[int, int]:
+        longest = max(width, height)
+        if not self.max_side or longest <= self.max_side:
+            return width, height
+        scale = self.max_side / longest
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def encode(self, rgb: np.ndarray) -> bytes:
+        height, width = rgb.shape[:2]
+        size = self.size_for(width, height)
+        if size != (width, height):
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        return encode_image(rgb, self.fmt, quality=self.quality)
+
+    def encode_mask(self, mask: np.ndarray) -> bytes:
+        height, width = mask.shape[:2]
+        size = self.size_for(width, height)
+        if size != (width, height):
+            mask = cv2.resize(mask.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).view(bool)
+        return encode_mask_png(mask)
+
+
 @dataclass
 class _Relay:
     job_id: uuid.UUID
+    rendition: Rendition | None = None
     emitted: set[int] = field(default_factory=set)
     succeeded: int = 0
     failed: int = 0
@@ -158,11 +201,38 @@ def _item_base(job: GenerationJob, item: JobItem) -> dict:
     }
 
 
-def _variant_event(job: GenerationJob, item: JobItem, variant: Variant) -> dict:
+def _variant_bytes(relay: _Relay, job: GenerationJob, variant: Variant) -> tuple[bytes, bytes | None]:
+    """The streamed variant (and mask when exported): the stored file as it is when the rendition allows,
+    else re-encoded; from the runner's just-encoded buffers when it ran in this process, else storage."""
+    recent = recent_outputs.get(variant.file.name, variant.sha256)
+    rendition = relay.rendition
+    as_stored = rendition is None or rendition.fits(job.output_format, variant.width, variant.height)
+    if as_stored:
+        data = recent.data if recent is not None else read_file_bytes(variant.file)
+    elif recent is not None and recent.rgb is not None:
+        data = rendition.encode(recent.rgb)
+    else:
+        stored = recent.data if recent is not None else read_file_bytes(variant.file)
+        data = rendition.encode(decode_image(stored).rgb)
+    mask_data = None
+    if job.export_mask and variant.mask_file:
+        if as_stored or rendition.size_for(variant.width, variant.height) == (variant.width, variant.height):
+            mask_data = recent.mask_png if recent is not None and recent.mask_png else None
+            mask_data = mask_data or read_file_bytes(variant.mask_file)
+        elif recent is not None and recent.mask is not None:
+            mask_data = rendition.encode_mask(recent.mask)
+        else:
+            mask = decode_image(read_file_bytes(variant.mask_file)).rgb[:, :, 0] > 127
+            mask_data = rendition.encode_mask(mask)
+    return data, mask_data
+
+
+def _variant_event(relay: _Relay, job: GenerationJob, item: JobItem, variant: Variant) -> dict:
     names = list(variant.template_names or [])
+    data, mask_data = _variant_bytes(relay, job, variant)
     event = {
         **_item_base(job, item),
-        "variant_png": b64encode(read_file_bytes(variant.file)),
+        "variant_png": b64encode(data),
         "ms": item.ms or 0,
         "template_name": " + ".join(names),
         "template_names": names,
@@ -170,24 +240,28 @@ def _variant_event(job: GenerationJob, item: JobItem, variant: Variant) -> dict:
         "score": variant.score,
         "area": variant.area,
     }
-    if job.export_mask and variant.mask_file:
-        event["mask_png"] = b64encode(read_file_bytes(variant.mask_file))
+    if mask_data is not None:
+        event["mask_png"] = b64encode(mask_data)
     return event
 
 
-def _skipped_event(job: GenerationJob, item: JobItem) -> dict:
+def _skipped_event(relay: _Relay, job: GenerationJob, item: JobItem) -> dict:
     """No template applies to this image (class filter): the image itself, unedited, flagged ``skipped``."""
     image = decode_stored_image(item.image.file)
+    rendition = relay.rendition
+    empty = np.zeros((image.height, image.width), dtype=bool)
     event = {
         **_item_base(job, item),
-        "variant_png": b64encode(encode_image(image.rgb, job.output_format)),
+        "variant_png": b64encode(
+            rendition.encode(image.rgb) if rendition else encode_image(image.rgb, job.output_format)
+        ),
         "ms": item.ms or 0,
         "template_name": "",
         "template_names": [],
         "skipped": True,
     }
     if job.export_mask:
-        event["mask_png"] = b64encode(encode_mask_png(np.zeros((image.height, image.width), dtype=bool)))
+        event["mask_png"] = b64encode(rendition.encode_mask(empty) if rendition else encode_mask_png(empty))
     return event
 
 
@@ -198,9 +272,9 @@ def _error_event(job: GenerationJob, item: JobItem, error: str) -> dict:
 def _item_event(relay: _Relay, job: GenerationJob, item: JobItem, variant: Variant | None) -> dict:
     try:
         if item.status == ItemStatus.SUCCEEDED and variant is not None:
-            event = _variant_event(job, item, variant)
+            event = _variant_event(relay, job, item, variant)
         elif item.status == ItemStatus.SKIPPED:
-            event = _skipped_event(job, item)
+            event = _skipped_event(relay, job, item)
         elif item.status == ItemStatus.SUCCEEDED:
             event = _error_event(job, item, "the variant of this image is missing")
         else:
@@ -218,33 +292,29 @@ def _item_event(relay: _Relay, job: GenerationJob, item: JobItem, variant: Varia
     return event
 
 
-def _poll(relay: _Relay) -> tuple[list[dict], bool]:
-    """Events for the items finished since the last poll, and whether the job has ended.
+def _on_event(relay: _Relay, kind: str, payload: dict) -> tuple[list[dict], bool]:
+    """The seed events for one stored job event, and whether the run has ended.
 
-    The job row is read before the items: once it reads terminal, every item it finished is visible.
+    ``item``: the image's old per-image event (its item, image and stack variant rows are read once);
+    ``done``: an error event for every image not relayed (a run that stopped early still answers once for
+    every image), then the final summary. Other events say nothing the old clients want.
     """
+    if kind == EVENT_ITEM:
+        index = payload.get("index")
+        if index is None or index in relay.emitted:
+            return [], False
+        item = JobItem.objects.select_related("image").filter(job_id=relay.job_id, index=index).first()
+        if item is None:  # the image was deleted while the job ran
+            return [], False
+        job = GenerationJob.objects.get(pk=relay.job_id)
+        variant = Variant.objects.filter(
+            job_id=relay.job_id, image_id=item.image_id, template_key=STACK_TEMPLATE_KEY
+        ).first()
+        return [_item_event(relay, job, item, variant)], False
+    if kind != EVENT_DONE:
+        return [], False
     job = GenerationJob.objects.get(pk=relay.job_id)
-    done = set(
-        JobItem.objects.filter(job_id=relay.job_id, status__in=JobItem.DONE).values_list("index", flat=True)
-    )
-    fresh = sorted(done - relay.emitted)
     events: list[dict] = []
-    if fresh:
-        items = list(
-            JobItem.objects.filter(job_id=relay.job_id, index__in=fresh)
-            .select_related("image")
-            .order_by("index")
-        )
-        variants = {
-            v.image_id: v
-            for v in Variant.objects.filter(
-                job_id=relay.job_id, image_id__in=[i.image_id for i in items], template_key=STACK_TEMPLATE_KEY
-            )
-        }
-        events = [_item_event(relay, job, item, variants.get(item.image_id)) for item in items]
-    if not job.is_terminal:
-        return events, False
-    # A run that stopped early (failed, canceled) still answers once for every image.
     reason = job.error or f"not processed: the job {job.status}"
     leftovers = JobItem.objects.filter(job_id=relay.job_id).exclude(index__in=relay.emitted)
     for item in leftovers.select_related("image").order_by("index"):
@@ -265,21 +335,30 @@ def _poll(relay: _Relay) -> tuple[list[dict], bool]:
     return events, True
 
 
-async def job_relay(job_id: uuid.UUID) -> AsyncIterator[str]:
-    """The old apply_stream events of job ``job_id``, as its runner finishes each image (see module doc)."""
-    relay = _Relay(job_id=job_id)
+async def job_relay(job_id: uuid.UUID, *, rendition: Rendition | None = None) -> AsyncIterator[str]:
+    """The old apply_stream events of job ``job_id``, as its runner commits each image (see module doc).
+
+    Built on :func:`datasets.jobs.relay.relay_events`: woken by the job channel's listener, it reads the
+    stored events after the last one relayed, so none is missed and the database is not polled while the
+    job is busy; a keep-alive comment goes out every :data:`KEEPALIVE_SECONDS` of silence and the log is
+    re-read every :data:`FALLBACK_SECONDS` without a wake-up (a safety net). ``rendition`` re-encodes the
+    variants for the stream (None: as stored).
+    """
+    relay = _Relay(job_id=job_id, rendition=rendition)
     yield sse_open(f"job {job_id.hex}")
-    last_sent = time.monotonic()
-    while True:
-        events, finished = await sync_to_async(_poll)(relay)
-        for event in events:
-            yield sse_data(event)
-        if events:
-            last_sent = time.monotonic()
-        if finished:
-            yield DONE_MARKER
-            return
-        if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-            yield KEEPALIVE
-            last_sent = time.monotonic()
-        await asyncio.sleep(POLL_SECONDS)
+    stored_events = relay_events(
+        job_channel(job_id), keepalive_seconds=KEEPALIVE_SECONDS, resync_seconds=FALLBACK_SECONDS
+    )
+    try:
+        async for stored in stored_events:
+            if stored is None:
+                yield KEEPALIVE
+                continue
+            events, finished = await sync_to_async(_on_event)(relay, stored.type, stored.payload)
+            for event in events:
+                yield sse_data(event)
+            if finished:
+                yield DONE_MARKER
+                return
+    finally:
+        await stored_events.aclose()

@@ -17,6 +17,7 @@ from pathlib import PurePath
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from rest_framework.request import Request
@@ -53,7 +54,7 @@ from legacy.services import (
     legacy_session_create,
     parse_top_k,
 )
-from legacy.streams import calls_stream, event_stream_response, iterator_stream, job_relay
+from legacy.streams import Rendition, calls_stream, event_stream_response, iterator_stream, job_relay
 from samsite.errors import ServiceError
 from samsite.parsers import loads_limited
 from templates_app.models import Template
@@ -391,16 +392,25 @@ class ApplyStreamView(SeedView):
             raise ServiceError(
                 "sam_model_not_loaded", "SAM_BACKEND=sam but no checkpoint was found", status=503
             )
+        # The stored job keeps full-size outputs in the requested format (PNG by default); the stream
+        # carries the seed rendition: the request's format, else SEED_OUTPUT_FORMAT, at most SEED_MAX_SIDE.
+        requested = data.get("format")
+        output_format = _parse_format(requested)
+        rendition = Rendition(
+            fmt=output_format if requested not in (None, "") else settings.SEED_OUTPUT_FORMAT,
+            quality=settings.SEED_OUTPUT_QUALITY,
+            max_side=settings.SEED_MAX_SIDE,
+        )
         job = job_create(
             dataset=dataset,
             owner=request.user,
             templates=selection,
-            output_format=_parse_format(data.get("format")),
+            output_format=output_format,
             export_mask=as_bool(data.get("export_mask")),
             source=JobSource.SEED,
             strict_edits=False,
         )
-        response = event_stream_response(job_relay(job.id))
+        response = event_stream_response(job_relay(job.id, rendition=rendition))
         response["X-Job-Id"] = job.id.hex
         return response
 

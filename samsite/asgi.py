@@ -17,3 +17,8 @@ application = ProtocolTypeRouter({"http": BodySizeLimitMiddleware(django_asgi_ap
 from datasets.jobs.runners import start_server_runner  # noqa: E402
 
 start_server_runner()
+
+# The model loads in the background (SAM_PRELOAD), so the first request does not wait for it.
+from datasets.segmentation import start_preload  # noqa: E402
+
+start_preload()

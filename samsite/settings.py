@@ -168,10 +168,20 @@ SAM_BACKEND = env_choice("SAM_BACKEND", "auto", ["auto", "sam", "classical"])
 SAM_CHECKPOINT = env_str("SAM_CHECKPOINT") or None
 SAM_MODELS_DIR = Path(env_str("SAM_MODELS_DIR") or BASE_DIR / "models")
 SAM_DEVICE = env_str("SAM_DEVICE") or None
+# Load the segmenter in a background thread when the web process starts (/health: model_state).
+SAM_PRELOAD = env_bool("SAM_PRELOAD", not TESTING)
 EMBED_CACHE_DIR = Path(env_str("EMBED_CACHE_DIR") or VAR_DIR / "embeddings")
 EMBED_CACHE_MB = env_int("EMBED_CACHE_MB", 2048, minimum=1)
 
 # --- Jobs ----------------------------------------------------------------------------------------------
+# The seed API's apply_stream encodes its events like the old server did by default: WebP at quality 88,
+# longest side at most 1600 px (0: full size). A request's own "format" wins; stored jobs stay full size.
+SEED_OUTPUT_FORMAT = env_choice("SEED_OUTPUT_FORMAT", "webp", ["png", "jpeg", "webp"])
+SEED_OUTPUT_QUALITY = env_int("SEED_OUTPUT_QUALITY", 88, minimum=1)
+if SEED_OUTPUT_QUALITY > 100:
+    raise ImproperlyConfigured(f"SEED_OUTPUT_QUALITY must be 1..100; got {SEED_OUTPUT_QUALITY}")
+SEED_MAX_SIDE = env_int("SEED_MAX_SIDE", 1600, minimum=0)
+
 JOB_RUNNER = env_choice("JOB_RUNNER", "embedded", ["embedded", "celery", "inline"])
 #: Items a worker claims at once, and how long its lease on them lasts without a heartbeat (one per image).
 JOB_CHUNK_SIZE = env_int("JOB_CHUNK_SIZE", 4, minimum=1)

@@ -17,7 +17,11 @@ logger = logging.getLogger(__name__)
 
 @require_GET
 def health(request):
-    """Liveness and configuration: answers without loading the model (the SAM fields of SEED_API.md)."""
+    """Liveness and configuration: answers without loading the model (the SAM fields of SEED_API.md).
+
+    ``model_state`` is ``"loading"`` while the background preload runs (SAM_PRELOAD), then ``"loaded"``, or
+    ``"error"`` with ``model_error`` saying why; ``"not_loaded"`` until anything asked for the model.
+    """
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -32,6 +36,8 @@ def health(request):
         "database": database,
         "database_vendor": connection.vendor,
         "sam_loaded": seg["sam_loaded"],
+        "model_state": seg["model_state"],
+        "model_error": seg["model_error"],
         "backend": seg["backend"],
         "model": seg["model"],
         "checkpoint": seg.get("checkpoint"),

@@ -6,3 +6,8 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "samsite.settings")
 application = get_wsgi_application()
+
+# The model loads in the background (SAM_PRELOAD), so the first request does not wait for it.
+from datasets.segmentation import start_preload  # noqa: E402
+
+start_preload()

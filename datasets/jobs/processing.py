@@ -35,9 +35,18 @@ from django.db import DatabaseError
 
 from datasets.image_io import decode_stored_image
 from datasets.jobs import quality, services
+from datasets.jobs.outputs import RecentOutput, recent_outputs
 from datasets.jobs.services import Claim, ItemResult
 from datasets.jobs.snapshots import spec_from_snapshot
-from datasets.models import STACK_TEMPLATE_KEY, ComposeMode, GenerationJob, ItemStatus, JobItem, Variant
+from datasets.models import (
+    STACK_TEMPLATE_KEY,
+    ComposeMode,
+    GenerationJob,
+    ItemStatus,
+    JobItem,
+    JobSource,
+    Variant,
+)
 from datasets.segmentation import app_segmenter, embedding_for
 from datasets.services.previews import embedding_seen_by_owner
 from imaging.codecs import FORMAT_EXTENSIONS, DecodedImage, encode_image, encode_mask_png, sha256_hex
@@ -309,6 +318,7 @@ class _ChunkProcessor:
             name, mask_name = variant_file_names(self.job, item.image_id, key, item.attempts)
             name = _save_exact(name, data) if data is not None else ""
             mask_name = _save_exact(mask_name, mask_data)
+            self._remember(name, digest, data, result, mask_data)
             t2 = time.perf_counter()
             encode_ms += (t1 - t0) * 1000
             store_ms += (t2 - t1) * 1000
@@ -329,6 +339,15 @@ class _ChunkProcessor:
                 )
             )
         return stored, encode_ms, store_ms
+
+    def _remember(self, name: str, digest: str, data: bytes | None, result, mask_data: bytes) -> None:
+        """Seed jobs: keep the just-encoded output (and its pixels, for a resized stream rendition) where the
+        seed relay of this process finds it without reading the file back (``datasets.jobs.outputs``)."""
+        if self.job.source == JobSource.SEED and data is not None:
+            recent_outputs.put(
+                name,
+                RecentOutput(sha256=digest, data=data, rgb=result.rgb, mask=result.mask, mask_png=mask_data),
+            )
 
     def _commit(self, outcome: _Outcome) -> None:
         """Hand the image's outcome to ``item_finish``; discard this attempt's files if the lease was lost."""

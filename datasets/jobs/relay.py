@@ -73,25 +73,33 @@ async def relay_events(
     read = sync_to_async(stored_events_after, thread_sensitive=False)
     loop = asyncio.get_running_loop()
     try:
-        quiet_since = loop.time()
+        quiet_since = last_read = loop.time()
+        due = True
         while True:
-            # Clear before reading: an event committed after the read sets the flag again, so none is missed.
-            listener.aevent.clear()
-            listener.channel_items.clear()
-            listener.overflow = False
-            events = await read(channel, after)
-            for event in events:
-                after = event.id
-                yield event
-            if events:
-                quiet_since = loop.time()
-                continue
-            wait = min(resync_seconds, max(0.0, keepalive_seconds - (loop.time() - quiet_since)))
-            try:
-                await asyncio.wait_for(listener.aevent.wait(), timeout=wait or 0.001)
-            except TimeoutError:
-                if loop.time() - quiet_since >= keepalive_seconds:
+            if due:
+                # Clear before reading: an event committed after the read sets the flag again, so none is missed.
+                listener.aevent.clear()
+                listener.channel_items.clear()
+                listener.overflow = False
+                events = await read(channel, after)
+                last_read = loop.time()
+                for event in events:
+                    after = event.id
+                    yield event
+                if events:
                     quiet_since = loop.time()
+                    continue
+            now = loop.time()
+            wait = min(resync_seconds - (now - last_read), keepalive_seconds - (now - quiet_since))
+            try:
+                await asyncio.wait_for(listener.aevent.wait(), timeout=max(wait, 0.001))
+                due = True
+            except TimeoutError:
+                now = loop.time()
+                if now - quiet_since >= keepalive_seconds:
+                    quiet_since = now
                     yield None
+                # A keep-alive alone is no reason to read: only a wake-up or the slow resync is.
+                due = now - last_read >= resync_seconds
     finally:
         manager.remove_listener(listener)

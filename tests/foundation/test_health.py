@@ -77,3 +77,62 @@ def test_settings_reject_a_malformed_boolean(tmp_path):
     )
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
+
+
+@pytest.mark.django_db
+def test_health_follows_the_background_preload(client, use_tiny_sam, settings, monkeypatch):
+    """SAM_PRELOAD: /health says "loading" while the model builds in the background, then "loaded"."""
+    import threading
+
+    from datasets.segmentation import app_segmenter, start_preload
+    from imaging import sam
+
+    gate = threading.Event()
+    real = sam.SamSegmenter
+
+    class GatedSegmenter(real):
+        def __init__(self, *args, **kwargs):
+            assert gate.wait(60), "the test never opened the gate"
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sam, "SamSegmenter", GatedSegmenter)
+    settings.SAM_PRELOAD = False
+    assert start_preload() is None
+    assert client.get("/health").json()["model_state"] == "not_loaded"
+
+    settings.SAM_PRELOAD = True
+    thread = start_preload()
+    assert thread is not None and start_preload() is thread  # one preload per process and model
+    body = client.get("/health").json()
+    assert (body["model_state"], body["sam_loaded"], body["model_error"]) == ("loading", False, None)
+    gate.set()
+    thread.join(60)
+    body = client.get("/health").json()
+    assert (body["model_state"], body["sam_loaded"], body["model"]) == ("loaded", True, "custom")
+    assert isinstance(app_segmenter(), GatedSegmenter)  # the first request finds the preloaded model
+    assert start_preload() is None  # nothing left to load
+
+
+@pytest.mark.django_db
+def test_health_reports_a_failed_preload_with_its_reason(client, settings, tmp_path):
+    broken = tmp_path / "models" / "sam_broken.pth"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a checkpoint at all")
+    settings.SAM_BACKEND = "sam"
+    settings.SAM_CHECKPOINT = str(broken)
+    settings.SAM_PRELOAD = True
+    from datasets.segmentation import start_preload
+
+    start_preload().join(60)
+    body = client.get("/health").json()
+    assert body["model_state"] == "error" and body["sam_loaded"] is False
+    assert "sam_broken.pth" in body["model_error"] and str(tmp_path) not in body["model_error"]
+    assert body["status"] == "ok"  # the web process itself is healthy; the model state says what is wrong
+
+
+@pytest.mark.django_db
+def test_health_model_state_without_weights(client, settings, tmp_path):
+    assert client.get("/health").json()["model_state"] == "loaded"  # classical: nothing to load
+    settings.SAM_BACKEND = "sam"  # required, but no checkpoint anywhere
+    body = client.get("/health").json()
+    assert body["model_state"] == "error" and "no checkpoint" in body["model_error"]

@@ -375,10 +375,13 @@ def test_registry_lists_checkpoints_and_bounds_loaded_models(tmp_path, ckpt):
             "checkpoint": "b_hq.pth",
             "device": "cpu",
             "error": None,
+            "model_state": "loaded",
+            "model_error": None,
         }
         broken = SegmenterConfig(backend="auto", checkpoint=str(models / "c_broken.pth"))
         status = segmenter_status(broken)
         assert status["backend"] == "sam" and status["family"] is None and "c_broken.pth" in status["error"]
+        assert status["model_state"] == "error" and status["model_error"] == status["error"]
         with pytest.raises(CheckpointError):
             get_segmenter(broken)
     finally:

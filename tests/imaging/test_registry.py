@@ -38,6 +38,8 @@ def test_auto_without_checkpoint_is_classical(tmp_path):
     assert segmenter_status(config) == {
         "backend": "classical",
         "sam_loaded": False,
+        "model_state": "loaded",
+        "model_error": None,
         "model": None,
         "family": "classical",
         "label": "Classical (GrabCut)",
@@ -91,6 +93,8 @@ def test_auto_with_checkpoint_loads_sam_lazily_once(tmp_path, tiny_ckpt):
     assert status == {
         "backend": "sam",
         "sam_loaded": False,
+        "model_state": "not_loaded",
+        "model_error": None,
         "model": "custom",
         "family": "sam",
         "label": "SAM custom",

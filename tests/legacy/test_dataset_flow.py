@@ -114,7 +114,8 @@ def test_the_whole_dataset_workflow(alice, alice_api, photo_files, originals, pr
     assert stacked["filename"] == "coffee_fail.png" and stacked["template_names"] == ["face", "Template 2"]
     assert changed_pixels(originals["coffee_fail.png"], b64_rgb(stacked["variant_png"])).any()
 
-    # 6. apply_stream, edits keyed by template id, masks exported
+    # 6. apply_stream, edits keyed by template id, masks exported, lossless PNG asked for (the default
+    # stream format is the old server's lossy WebP, see test_seed_stream_defaults_*)
     response = post_json(
         alice_api,
         f"{prefix}/dataset/apply_stream",
@@ -125,6 +126,7 @@ def test_the_whole_dataset_workflow(alice, alice_api, photo_files, originals, pr
                 cup["id"]: {"hue": 60, "saturation": 0.5},
             },
             "export_mask": True,
+            "format": "png",
         },
     )
     assert response.status_code == 200
@@ -233,6 +235,7 @@ def test_colour_photo_with_only_some_sliders_set(alice_api, photo_files, origina
                         "dataset_id": dataset,
                         "templates": [{"template_id": template["id"], "edits": edits}],
                         "export_mask": 1,
+                        "format": "png",
                     },
                 )
             )
@@ -266,6 +269,7 @@ def test_an_image_no_template_applies_to_gets_its_unedited_event(alice_api, phot
                     "dataset_id": body["dataset_id"],
                     "edits": {cup["id"]: {"brightness": 0.3}},
                     "export_mask": True,
+                    "format": "png",
                 },
             )
         )
@@ -329,6 +333,7 @@ def test_apply_stream_with_the_sam_backend(alice_api, photo_files, originals, us
                     "dataset_id": body["dataset_id"],
                     "edits": {face["id"]: {"brightness": 0.5}},
                     "export_mask": True,
+                    "format": "png",
                 },
             )
         )
