@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
-from datasets.prompts import check_templates_per_preview, edits_from_input, points_from_input
+from datasets.prompts import box_from_input, check_templates_per_preview, edits_from_input, points_from_input
 from datasets.segmentation import app_segmenter_status
 from datasets.selectors import (
     dataset_get_for_user,
@@ -342,11 +342,12 @@ class ImageViewSet(viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        summary="Candidate masks for point prompts (top 3, best first), from the cached embedding.",
+        summary="Candidate masks for point and/or box prompts (top 3, best first), from the cached embedding.",
         description=(
             "Points are normalised `[{x_norm, y_norm, positive}]`, or pixels `[{x, y, positive}]` with "
-            '`"units": "px"`; at least one positive point. Errors: `no_points`, `invalid_points` (with '
-            "`index`), 503 `sam_model_not_loaded`."
+            '`"units": "px"`; an optional normalised `box` `[x0, y0, x1, y1]`; at least one positive point or '
+            "a box. Errors: `no_points`, `invalid_points` (with `index`), `invalid_box`, 503 "
+            "`sam_model_not_loaded`."
         ),
         request=SegmentRequestSerializer,
         responses={200: SegmentResponseSerializer, **ERRORS, 503: ErrorSerializer},
@@ -355,10 +356,19 @@ class ImageViewSet(viewsets.GenericViewSet):
     def segment(self, request, image_id=None):
         image = self.get_object()
         data = _valid(SegmentRequestSerializer, request.data)
-        points = points_from_input(
-            data.get("points"), units=data["units"], width=image.width, height=image.height
-        )
-        preview = segment_preview(image=image, points=points)
+        box = box_from_input(data.get("box"))
+        raw_points = data.get("points")
+        if box is not None and not raw_points:
+            points = []  # a box alone is a prompt
+        else:
+            points = points_from_input(
+                raw_points,
+                units=data["units"],
+                width=image.width,
+                height=image.height,
+                require_positive=box is None,
+            )
+        preview = segment_preview(image=image, points=points, box=box)
         candidates = [
             {
                 "rank": rank,
@@ -375,7 +385,7 @@ class ImageViewSet(viewsets.GenericViewSet):
                 "width": preview.width,
                 "height": preview.height,
                 "cached": preview.cached,
-                "backend": app_segmenter_status()["backend"],
+                "backend": app_segmenter_status(image.dataset)["backend"],
                 "candidates": candidates,
             }
         )

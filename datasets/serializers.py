@@ -62,6 +62,20 @@ class PointsField(serializers.JSONField):
     """Raw JSON handed to the service, which reports the index of a bad point."""
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "number", "minimum": 0, "maximum": 1},
+        "minItems": 4,
+        "maxItems": 4,
+        "nullable": True,
+        "description": "Box prompt [x0, y0, x1, y1] normalised to [0, 1].",
+    }
+)
+class BoxField(serializers.JSONField):
+    """Raw JSON handed to the box parser (``datasets.prompts.box_from_input``)."""
+
+
 @extend_schema_field(SegmentPointSerializer(many=True))
 class SegmentPointsField(serializers.JSONField):
     """Raw JSON handed to the point parser (normalised or pixel units)."""
@@ -208,6 +222,9 @@ class SegmentRequestSerializer(serializers.Serializer):
         help_text="[{x_norm, y_norm, positive}] in [0, 1]; with units 'px': [{x, y, positive}] in pixels.",
     )
     units = serializers.ChoiceField(choices=["norm", "px"], default="norm")
+    box = BoxField(
+        required=False, allow_null=True, help_text="Optional box [x0, y0, x1, y1], normalised to [0, 1]."
+    )
 
 
 class MaskCandidateSerializer(serializers.Serializer):
