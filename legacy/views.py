@@ -108,6 +108,8 @@ def _template_json(template: Template) -> dict:
         "class": template.image_class,
         "points_count": template.points_count,
         "points": template.points,
+        "box": template.box,
+        "mask_choice": template.mask_choice,
         "image_id": template.reference_image_id.hex if template.reference_image_id else None,
     }
 
@@ -161,7 +163,9 @@ class DatasetInitView(SeedUploadView):
 
 
 class TemplateSaveView(SeedView):
-    """POST dataset/template/save: normalised points, optional name, class and reference image."""
+    """POST dataset/template/save: normalised points, optional name, class and reference image; optional
+    (additions to the seed's fields) ``box`` ``[x0, y0, x1, y1]`` in [0, 1] (then points may be empty) and
+    ``mask_choice`` ("best" or 0..2)."""
 
     def post(self, request: Request) -> Response:
         data = self.body()
@@ -180,6 +184,8 @@ class TemplateSaveView(SeedView):
         template = template_create(
             dataset=dataset,
             points=data.get("points"),
+            box=data.get("box"),
+            mask_choice=data.get("mask_choice", "best"),
             name="" if name is None else name,
             image_class=_parse_class(data.get("class", data.get("image_class")), "class"),
             reference_image=reference,
