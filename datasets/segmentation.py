@@ -17,6 +17,7 @@ from imaging.embedding_cache import EmbeddingCache
 from imaging.registry import (
     CheckpointInfo,
     SegmenterConfig,
+    find_checkpoint,
     get_segmenter,
     list_checkpoints,
     segmenter_status,
@@ -32,6 +33,15 @@ def available_models() -> list[CheckpointInfo]:
     """The checkpoints of SAM_MODELS_DIR, by name, each described from its tensors (unknown files included,
     with their ``error``)."""
     return list_checkpoints(settings.SAM_MODELS_DIR)
+
+
+def site_checkpoint_name() -> str | None:
+    """The file name of the site's model (SAM_CHECKPOINT, else the newest file of SAM_MODELS_DIR), or None
+    when the site segments classically."""
+    if settings.SAM_BACKEND == "classical":
+        return None
+    path = find_checkpoint(segmenter_config())
+    return path.name if path is not None else None
 
 
 def dataset_checkpoint_path(dataset) -> str | None:

@@ -17,7 +17,10 @@ logger = logging.getLogger(__name__)
 
 @require_GET
 def health(request):
-    """Liveness and configuration: answers without loading the model (the SAM fields of SEED_API.md)."""
+    """Liveness and configuration: answers without loading the model (the SAM fields of SEED_API.md, plus the
+    model's ``family`` and ``label``). ``status`` is "degraded" when the database fails (503) or when the
+    configured checkpoint is unreadable or of no known family (200: the app still serves; ``error`` says
+    what was found)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -28,7 +31,7 @@ def health(request):
         database = "error"
     seg = app_segmenter_status()
     body = {
-        "status": "ok" if database == "ok" else "degraded",
+        "status": "ok" if database == "ok" and not seg.get("error") else "degraded",
         "database": database,
         "database_vendor": connection.vendor,
         "sam_loaded": seg["sam_loaded"],
@@ -36,6 +39,9 @@ def health(request):
         "model": seg["model"],
         "checkpoint": seg.get("checkpoint"),
         "device": seg["device"],
+        "family": seg.get("family"),
+        "label": seg.get("label"),
+        "error": seg.get("error"),
     }
     return JsonResponse(body, status=200 if database == "ok" else 503)
 
