@@ -90,7 +90,7 @@ def segmenter_chip(status: dict) -> dict:
         return {
             "kind": "sam",
             "text": f"{name} · {status.get('device') or 'cpu'}",
-            "title": f"{status.get('label') or 'Segment Anything'}, checkpoint {status['checkpoint']}",
+            "title": f"{name if family in (None, 'sam') else status['label']}, checkpoint {status['checkpoint']}",
         }
     return {
         "kind": "classical",

@@ -18,7 +18,9 @@ BOX = [0.25, 0.2, 0.75, 0.8]
 
 @pytest.fixture
 def astronaut(alice_api, alice_dataset, photo_png):
-    assert post_upload(alice_api, alice_dataset, [("astronaut.png", photo_png["astronaut"])]).status_code == 201
+    assert (
+        post_upload(alice_api, alice_dataset, [("astronaut.png", photo_png["astronaut"])]).status_code == 201
+    )
     return alice_dataset.images.get()
 
 

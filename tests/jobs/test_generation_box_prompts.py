@@ -42,7 +42,12 @@ def test_the_job_uses_the_box_and_the_chosen_candidate(alice, make_photo_dataset
     chosen = choose_candidate(candidates, index)
     assert not np.array_equal(chosen.mask, best.mask), "random weights gave identical candidates"
     TemplateFactory(
-        dataset=dataset, name="Boxed", points=POINTS, box=BOX, mask_choice=str(index), default_edits={"hue": 30}
+        dataset=dataset,
+        name="Boxed",
+        points=POINTS,
+        box=BOX,
+        mask_choice=str(index),
+        default_edits={"hue": 30},
     )
     calls = segmenter.encode_calls
 
