@@ -108,8 +108,6 @@ def _template_json(template: Template) -> dict:
         "class": template.image_class,
         "points_count": template.points_count,
         "points": template.points,
-        "box": template.box,
-        "mask_choice": template.mask_choice,
         "image_id": template.reference_image_id.hex if template.reference_image_id else None,
     }
 
@@ -191,7 +189,10 @@ class TemplateSaveView(SeedView):
             reference_image=reference,
         )
         body = _template_json(template)
-        return Response({**body, "count": template.points_count})
+        # box and mask_choice echo the optional fields of this save only: the seed's listing keeps its shape.
+        return Response(
+            {**body, "count": template.points_count, "box": template.box, "mask_choice": template.mask_choice}
+        )
 
 
 class TemplateListView(SeedView):
