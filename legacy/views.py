@@ -322,7 +322,7 @@ class PrecomputeView(SeedView):
             errors += bool(progress.error)
         # Never the global cache count: it would tell a user how much others uploaded. Per user instead: the
         # dataset's images whose embedding is now ready (all but the failed ones with a caching backend).
-        ready = total - errors if app_segmenter().cacheable else 0
+        ready = total - errors if app_segmenter(dataset).cacheable else 0
         return Response(
             {
                 "cached_added": added,
@@ -341,7 +341,7 @@ class PrewarmView(SeedView):
     def post(self, request: Request):
         dataset = self.get_dataset(self.param("dataset_id"))
         with segmenter_errors():  # a missing model is a plain 503 before the stream starts
-            app_segmenter()
+            app_segmenter(dataset)
         counts = {"total": 0, "computed": 0, "skipped": 0, "errors": 0}
 
         def to_event(progress: PrewarmProgress) -> dict:
