@@ -8,6 +8,7 @@ Thin views: parse the request, resolve ids through the ownership accessors (some
 from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
+from django.db import transaction
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -15,11 +16,12 @@ from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
-from datasets.prompts import check_templates_per_preview, edits_from_input, points_from_input
-from datasets.segmentation import app_segmenter_status
+from datasets.prompts import box_from_input, check_templates_per_preview, edits_from_input, points_from_input
+from datasets.segmentation import app_segmenter_status, available_models, site_checkpoint_name
 from datasets.selectors import (
     dataset_get_for_user,
     dataset_list_for_user,
@@ -35,13 +37,14 @@ from datasets.serializers import (
     ImageClassSerializer,
     ImageSerializer,
     ImageUploadSerializer,
+    ModelSerializer,
     PrewarmRequestSerializer,
     PrewarmResponseSerializer,
     SegmentRequestSerializer,
     SegmentResponseSerializer,
     UploadResultSerializer,
 )
-from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
+from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename, dataset_set_checkpoint
 from datasets.services.images import image_delete, image_set_class, images_upload
 from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
@@ -67,7 +70,9 @@ def _rendered(serializer_class, instance, request, **kwargs):
     retrieve=extend_schema(responses={200: DatasetSerializer, 404: ErrorSerializer}),
     update=extend_schema(request=DatasetWriteSerializer, responses={200: DatasetSerializer, **ERRORS}),
     partial_update=extend_schema(
-        summary="Rename.", request=DatasetWriteSerializer, responses={200: DatasetSerializer, **ERRORS}
+        summary="Rename, or pick its model (`checkpoint`; 400 `invalid_checkpoint` with the `choices`).",
+        request=DatasetWriteSerializer,
+        responses={200: DatasetSerializer, **ERRORS},
     ),
     destroy=extend_schema(
         summary="Delete the dataset with its images, templates, jobs and all their files.",
@@ -101,19 +106,29 @@ class DatasetViewSet(viewsets.GenericViewSet):
 
     def create(self, request):
         data = _valid(DatasetWriteSerializer, request.data)
-        dataset = dataset_create(owner=request.user, name=data["name"])
+        with transaction.atomic():  # a refused checkpoint leaves no dataset behind
+            dataset = dataset_create(owner=request.user, name=data["name"])
+            if data.get("checkpoint"):
+                dataset_set_checkpoint(dataset=dataset, checkpoint=data["checkpoint"])
         return Response(self._detail(dataset), status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, dataset_id=None):
         return Response(self._detail(self.get_object()))
 
-    def update(self, request, dataset_id=None):
+    def update(self, request, dataset_id=None, partial=False):
         dataset = self.get_object()
-        data = _valid(DatasetWriteSerializer, request.data)
-        return Response(self._detail(dataset_rename(dataset=dataset, name=data["name"])))
+        serializer = DatasetWriteSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        with transaction.atomic():
+            if "checkpoint" in data:
+                dataset_set_checkpoint(dataset=dataset, checkpoint=data["checkpoint"])
+            if "name" in data:
+                dataset_rename(dataset=dataset, name=data["name"])
+        return Response(self._detail(dataset))
 
     def partial_update(self, request, dataset_id=None):
-        return self.update(request, dataset_id)
+        return self.update(request, dataset_id, partial=True)
 
     def destroy(self, request, dataset_id=None):
         dataset_delete(dataset=self.get_object())
@@ -342,11 +357,12 @@ class ImageViewSet(viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        summary="Candidate masks for point prompts (top 3, best first), from the cached embedding.",
+        summary="Candidate masks for point and/or box prompts (top 3, best first), from the cached embedding.",
         description=(
             "Points are normalised `[{x_norm, y_norm, positive}]`, or pixels `[{x, y, positive}]` with "
-            '`"units": "px"`; at least one positive point. Errors: `no_points`, `invalid_points` (with '
-            "`index`), 503 `sam_model_not_loaded`."
+            '`"units": "px"`; an optional normalised `box` `[x0, y0, x1, y1]`; at least one positive point or '
+            "a box. Errors: `no_points`, `invalid_points` (with `index`), `invalid_box`, 503 "
+            "`sam_model_not_loaded`."
         ),
         request=SegmentRequestSerializer,
         responses={200: SegmentResponseSerializer, **ERRORS, 503: ErrorSerializer},
@@ -355,10 +371,19 @@ class ImageViewSet(viewsets.GenericViewSet):
     def segment(self, request, image_id=None):
         image = self.get_object()
         data = _valid(SegmentRequestSerializer, request.data)
-        points = points_from_input(
-            data.get("points"), units=data["units"], width=image.width, height=image.height
-        )
-        preview = segment_preview(image=image, points=points)
+        box = box_from_input(data.get("box"))
+        raw_points = data.get("points")
+        if box is not None and not raw_points:
+            points = []  # a box alone is a prompt
+        else:
+            points = points_from_input(
+                raw_points,
+                units=data["units"],
+                width=image.width,
+                height=image.height,
+                require_positive=box is None,
+            )
+        preview = segment_preview(image=image, points=points, box=box)
         candidates = [
             {
                 "rank": rank,
@@ -375,7 +400,7 @@ class ImageViewSet(viewsets.GenericViewSet):
                 "width": preview.width,
                 "height": preview.height,
                 "cached": preview.cached,
-                "backend": app_segmenter_status()["backend"],
+                "backend": app_segmenter_status(image.dataset)["backend"],
                 "candidates": candidates,
             }
         )
@@ -385,3 +410,29 @@ def _valid(serializer_class, data) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+@extend_schema(tags=["datasets"])
+class ModelListView(APIView):
+    """The models a dataset may pick (site configuration, so any signed-in user may read it)."""
+
+    @extend_schema(
+        summary="The checkpoints in SAM_MODELS_DIR, by name, with family, size and fingerprint.",
+        description="Files whose tensors match no family are listed with their `error` and cannot be picked.",
+        responses={200: ModelSerializer(many=True)},
+    )
+    def get(self, request):
+        default = site_checkpoint_name()
+        rows = [
+            {
+                "name": info.name,
+                "family": info.family,
+                "size": info.size,
+                "label": info.label,
+                "fingerprint": info.fingerprint,
+                "error": info.error,
+                "default": info.name == default,
+            }
+            for info in available_models()
+        ]
+        return Response(rows)

@@ -8,8 +8,9 @@ from typing import Any
 from django.conf import settings
 
 from imaging.edits import Edits
-from imaging.errors import EditValidationError, PointValidationError
-from imaging.points import Point, parse_points
+from imaging.errors import BoxValidationError, EditValidationError, PointValidationError
+from imaging.points import Point, parse_box, parse_points
+from imaging.segmenter import parse_mask_choice
 from samsite.errors import ServiceError
 
 
@@ -81,3 +82,25 @@ def edits_from_input(raw: object, *, strict: bool = True, **extra: Any) -> Edits
         return Edits.from_dict(raw, strict=strict)  # type: ignore[arg-type]
     except EditValidationError as exc:
         raise ServiceError("invalid_edits", str(exc), field=exc.field, **extra) from None
+
+
+def box_from_input(raw: object) -> tuple[float, float, float, float] | None:
+    """Parse an optional normalised box prompt ``[x0, y0, x1, y1]`` (values in [0, 1], corners sorted); None
+    or ``[]`` means no box. Raises ServiceError("invalid_box", field="box") for anything else."""
+    try:
+        return parse_box(raw)
+    except BoxValidationError as exc:
+        raise ServiceError("invalid_box", str(exc), field="box") from None
+
+
+def box_to_json(box: tuple[float, float, float, float] | None) -> list[float] | None:
+    return None if box is None else [float(v) for v in box]
+
+
+def mask_choice_from_input(raw: object) -> str:
+    """A template's ``mask_choice`` as stored: ``"best"`` (None/"" too) or ``"0"``..``"2"``. Raises
+    ServiceError("invalid_mask_choice", field="mask_choice") naming the allowed values."""
+    try:
+        return str(parse_mask_choice(raw))
+    except ValueError as exc:
+        raise ServiceError("invalid_mask_choice", str(exc), field="mask_choice") from None

@@ -62,6 +62,20 @@ class PointsField(serializers.JSONField):
     """Raw JSON handed to the service, which reports the index of a bad point."""
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "number", "minimum": 0, "maximum": 1},
+        "minItems": 4,
+        "maxItems": 4,
+        "nullable": True,
+        "description": "Box prompt [x0, y0, x1, y1] normalised to [0, 1].",
+    }
+)
+class BoxField(serializers.JSONField):
+    """Raw JSON handed to the box parser (``datasets.prompts.box_from_input``)."""
+
+
 @extend_schema_field(SegmentPointSerializer(many=True))
 class SegmentPointsField(serializers.JSONField):
     """Raw JSON handed to the point parser (normalised or pixel units)."""
@@ -95,6 +109,7 @@ class DatasetSerializer(serializers.ModelSerializer):
             "template_count",
             "job_count",
             "last_job_status",
+            "checkpoint",
             "images_url",
             "templates_url",
         ]
@@ -136,6 +151,24 @@ def _count(obj: Dataset, attribute: str, relation: str) -> int:
 
 class DatasetWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, help_text="Display name (control characters are removed).")
+    checkpoint = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="The model it segments with: a file name from GET /api/models/; blank: the site's model.",
+    )
+
+
+class ModelSerializer(serializers.Serializer):
+    """A checkpoint of SAM_MODELS_DIR, described from its tensors (``error`` set: unusable)."""
+
+    name = serializers.CharField(help_text="File name; the value of a dataset's `checkpoint`.")
+    family = serializers.CharField(allow_null=True, help_text="sam, sam_hq, mobile_sam or sam2.")
+    size = serializers.CharField(allow_null=True)
+    label = serializers.CharField(allow_null=True, help_text='Family and size for people, e.g. "SAM vit_b".')
+    fingerprint = serializers.CharField(allow_null=True, help_text="The embedding cache key of its features.")
+    error = serializers.CharField(allow_null=True)
+    default = serializers.BooleanField(help_text="The site's model (datasets with a blank checkpoint).")
 
 
 # --- images -----------------------------------------------------------------------------------------------
@@ -208,6 +241,9 @@ class SegmentRequestSerializer(serializers.Serializer):
         help_text="[{x_norm, y_norm, positive}] in [0, 1]; with units 'px': [{x, y, positive}] in pixels.",
     )
     units = serializers.ChoiceField(choices=["norm", "px"], default="norm")
+    box = BoxField(
+        required=False, allow_null=True, help_text="Optional box [x0, y0, x1, y1], normalised to [0, 1]."
+    )
 
 
 class MaskCandidateSerializer(serializers.Serializer):

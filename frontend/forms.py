@@ -109,6 +109,20 @@ class TemplateSaveForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, strip=True)
     image_class = forms.ChoiceField(choices=CLASS_CHOICES, required=False)
     points = forms.CharField()
+    box = forms.CharField(required=False)
+    mask_choice = forms.ChoiceField(
+        choices=[("best", "best"), ("0", "1"), ("1", "2"), ("2", "3")], required=False
+    )
+
+    def clean_box(self) -> object:
+        """The raw box JSON (or None); templates_app.services validates it."""
+        raw = (self.cleaned_data.get("box") or "").strip()
+        if not raw or raw == "null":
+            return None
+        try:
+            return loads_limited(raw)
+        except ValueError:
+            raise forms.ValidationError("the box is not valid JSON") from None
 
     def clean_points(self) -> list:
         try:

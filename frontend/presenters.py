@@ -53,7 +53,10 @@ def sam_model_name(model_type: str | None) -> str:
 
 
 def segmenter_label(stored: str) -> str:
-    """A job's recorded segmenter (``backend:model:fingerprint``) as people say it: "SAM ViT-B", "classical"."""
+    """A job's recorded segmenter (``backend:model:fingerprint (label)``) as people say it: the recorded
+    label ("MobileSAM", "SAM 2.1 hiera_t"), else "SAM ViT-B", "classical"."""
+    if (stored or "").endswith(")") and " (" in stored:
+        return stored.rsplit(" (", 1)[1][:-1]
     backend, _, rest = (stored or "").partition(":")
     model = rest.partition(":")[0]
     if not backend:
@@ -72,11 +75,22 @@ def segmenter_chip(status: dict) -> dict:
                 "text": "SAM: no checkpoint found",
                 "title": "SAM_BACKEND=sam needs a checkpoint",
             }
-        name = sam_model_name(status.get("model"))
+        if status.get("error"):
+            return {
+                "kind": "missing",
+                "text": f"model unusable: {status['checkpoint']}",
+                "title": str(status["error"])[:300],
+            }
+        # SAM 1 keeps its published names; the other families are named by their label (family and size).
+        family = status.get("family")
+        if family in (None, "sam") or not status.get("label"):
+            name = sam_model_name(status.get("model"))
+        else:
+            name = status["label"]
         return {
             "kind": "sam",
             "text": f"{name} · {status.get('device') or 'cpu'}",
-            "title": f"Segment Anything, checkpoint {status['checkpoint']}",
+            "title": f"{name if family in (None, 'sam') else status['label']}, checkpoint {status['checkpoint']}",
         }
     return {
         "kind": "classical",

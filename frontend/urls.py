@@ -40,6 +40,7 @@ urlpatterns = [
         name="ui-image-display",
     ),
     path("datasets/<str:dataset_id>/templates/save/", views.template_save, name="ui-template-save"),
+    path("datasets/<str:dataset_id>/model/", views.dataset_model, name="ui-dataset-model"),
     path(
         "datasets/<str:dataset_id>/templates/<str:template_id>/delete/",
         views.template_delete_view,

@@ -24,7 +24,8 @@ from datasets.jobs.relay import parse_event_id
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import ImageClass
-from datasets.prompts import points_from_input
+from datasets.prompts import box_from_input, points_from_input
+from datasets.segmentation import available_models, site_checkpoint_name
 from datasets.selectors import (
     dataset_get_for_user,
     dataset_list_for_user,
@@ -34,7 +35,7 @@ from datasets.selectors import (
     job_list_for_user,
     variant_get_for_user,
 )
-from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
+from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename, dataset_set_checkpoint
 from datasets.services.images import image_delete, image_set_class, images_upload
 from datasets.services.previews import edit_preview, segment_preview
 from datasets.services.thumbnails import thumbnail_read, variant_thumbnail_ensure
@@ -304,6 +305,11 @@ def dataset_templates(request, dataset_id):
             "reference": reference,
             "editing": editing,
             "initial_points": editing.points if editing is not None else [],
+            "initial_box": editing.box if editing is not None else None,
+            "mask_choice": editing.mask_choice if editing is not None else "best",
+            "mask_choices": [("best", "best score"), ("0", "1"), ("1", "2"), ("2", "3")],
+            "models": [m for m in available_models() if m.error is None],
+            "site_model": site_checkpoint_name(),
             "name_placeholder": f"Template {len(templates) + 1}",
         }
     )
@@ -320,11 +326,18 @@ def image_segment(request, dataset_id, image_id):
     try:
         body = loads_limited(request.body or b"{}")
         raw_points = body.get("points") if isinstance(body, dict) else None
+        raw_box = body.get("box") if isinstance(body, dict) else None
     except ValueError as exc:
         return JsonResponse({"error": "invalid_json", "detail": f"the body is not JSON ({exc})"}, status=400)
     try:
-        points = points_from_input(raw_points, require_positive=False)
-        preview = segment_preview(image=image, points=points)
+        box = box_from_input(raw_box)
+        # A box alone is a prompt (Box mode on the canvas, before any point).
+        points = (
+            []
+            if box is not None and not raw_points
+            else points_from_input(raw_points, require_positive=False)
+        )
+        preview = segment_preview(image=image, points=points, box=box)
     except ServiceError as exc:
         return JsonResponse({"error": exc.code, "detail": exc.message, **exc.extra}, status=exc.status)
     except SegmenterUnavailable as exc:
@@ -354,6 +367,8 @@ def template_save(request, dataset_id):
                 template=template,
                 name=data["name"] or template.name,
                 points=data["points"],
+                box=data["box"],
+                mask_choice=data["mask_choice"] or "best",
                 image_class=data["image_class"],
                 reference_image=reference,
             )
@@ -362,6 +377,8 @@ def template_save(request, dataset_id):
             template = template_create(
                 dataset=dataset,
                 points=data["points"],
+                box=data["box"],
+                mask_choice=data["mask_choice"] or "best",
                 name=data["name"],
                 image_class=data["image_class"],
                 reference_image=reference,
@@ -373,6 +390,19 @@ def template_save(request, dataset_id):
         return redirect(templates_url + query)
     query = f"?image={reference.public_id}" if reference else ""
     return redirect(templates_url + query)
+
+
+@login_required
+@require_POST
+def dataset_model(request, dataset_id):
+    """The model select of the templates page: the dataset's checkpoint (blank: the site's)."""
+    dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+    try:
+        dataset_set_checkpoint(dataset=dataset, checkpoint=request.POST.get("checkpoint", ""))
+        messages.success(request, f"Model: {dataset.checkpoint or 'the site default'}.")
+    except ServiceError as exc:
+        messages.error(request, f"The model was not changed: {exc.message}")
+    return redirect(reverse("ui-templates", args=[dataset.public_id]))
 
 
 @login_required

@@ -162,7 +162,9 @@ class DatasetInitView(SeedUploadView):
 
 
 class TemplateSaveView(SeedView):
-    """POST dataset/template/save: normalised points, optional name, class and reference image."""
+    """POST dataset/template/save: normalised points, optional name, class and reference image; optional
+    (additions to the seed's fields) ``box`` ``[x0, y0, x1, y1]`` in [0, 1] (then points may be empty) and
+    ``mask_choice`` ("best" or 0..2)."""
 
     def post(self, request: Request) -> Response:
         data = self.body()
@@ -181,12 +183,17 @@ class TemplateSaveView(SeedView):
         template = template_create(
             dataset=dataset,
             points=data.get("points"),
+            box=data.get("box"),
+            mask_choice=data.get("mask_choice", "best"),
             name="" if name is None else name,
             image_class=_parse_class(data.get("class", data.get("image_class")), "class"),
             reference_image=reference,
         )
         body = _template_json(template)
-        return Response({**body, "count": template.points_count})
+        # box and mask_choice echo the optional fields of this save only: the seed's listing keeps its shape.
+        return Response(
+            {**body, "count": template.points_count, "box": template.box, "mask_choice": template.mask_choice}
+        )
 
 
 class TemplateListView(SeedView):
@@ -316,7 +323,7 @@ class PrecomputeView(SeedView):
             errors += bool(progress.error)
         # Never the global cache count: it would tell a user how much others uploaded. Per user instead: the
         # dataset's images whose embedding is now ready (all but the failed ones with a caching backend).
-        ready = total - errors if app_segmenter().cacheable else 0
+        ready = total - errors if app_segmenter(dataset).cacheable else 0
         return Response(
             {
                 "cached_added": added,
@@ -335,7 +342,7 @@ class PrewarmView(SeedView):
     def post(self, request: Request):
         dataset = self.get_dataset(self.param("dataset_id"))
         with segmenter_errors():  # a missing model is a plain 503 before the stream starts
-            app_segmenter()
+            app_segmenter(dataset)
         counts = {"total": 0, "computed": 0, "skipped": 0, "errors": 0}
 
         def to_event(progress: PrewarmProgress) -> dict:

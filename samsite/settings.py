@@ -170,6 +170,8 @@ SAM_MODELS_DIR = Path(env_str("SAM_MODELS_DIR") or BASE_DIR / "models")
 SAM_DEVICE = env_str("SAM_DEVICE") or None
 # Load the segmenter in a background thread when the web process starts (/health: model_state).
 SAM_PRELOAD = env_bool("SAM_PRELOAD", not TESTING)
+#: Models each process keeps loaded (LRU) when datasets pick different checkpoints of SAM_MODELS_DIR.
+SAM_MAX_LOADED_MODELS = env_int("SAM_MAX_LOADED_MODELS", 2, minimum=1)
 EMBED_CACHE_DIR = Path(env_str("EMBED_CACHE_DIR") or VAR_DIR / "embeddings")
 EMBED_CACHE_MB = env_int("EMBED_CACHE_MB", 2048, minimum=1)
 

@@ -17,10 +17,11 @@ logger = logging.getLogger(__name__)
 
 @require_GET
 def health(request):
-    """Liveness and configuration: answers without loading the model (the SAM fields of SEED_API.md).
-
-    ``model_state`` is ``"loading"`` while the background preload runs (SAM_PRELOAD), then ``"loaded"``, or
-    ``"error"`` with ``model_error`` saying why; ``"not_loaded"`` until anything asked for the model.
+    """Liveness and configuration: answers without loading the model (the SAM fields of SEED_API.md, plus the
+    model's ``family`` and ``label``). ``status`` is "degraded" when the database fails (503) or when the
+    configured checkpoint is unreadable or of no known family (200: the app still serves; ``error`` says
+    what was found). ``model_state`` is ``"loading"`` while the background preload runs (SAM_PRELOAD), then
+    ``"loaded"``, or ``"error"`` with ``model_error`` saying why; ``"not_loaded"`` until anything asked for it.
     """
     try:
         with connection.cursor() as cursor:
@@ -32,7 +33,7 @@ def health(request):
         database = "error"
     seg = app_segmenter_status()
     body = {
-        "status": "ok" if database == "ok" else "degraded",
+        "status": "ok" if database == "ok" and not seg.get("error") else "degraded",
         "database": database,
         "database_vendor": connection.vendor,
         "sam_loaded": seg["sam_loaded"],
@@ -42,6 +43,9 @@ def health(request):
         "model": seg["model"],
         "checkpoint": seg.get("checkpoint"),
         "device": seg["device"],
+        "family": seg.get("family"),
+        "label": seg.get("label"),
+        "error": seg.get("error"),
     }
     return JsonResponse(body, status=200 if database == "ok" else 503)
 

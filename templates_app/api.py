@@ -18,7 +18,8 @@ from templates_app.services import template_create, template_delete, template_up
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
 _WRITE_ERRORS = (
-    "Errors (400): `no_points`, `invalid_points` (with `index`), `invalid_class`, `invalid_edits` (with "
+    "Errors (400): `no_points` (neither a positive point nor a box), `invalid_points` (with `index`), "
+    "`invalid_box`, `invalid_mask_choice`, `invalid_class`, `invalid_edits` (with "
     "`field`), `invalid_reference_image`, `invalid_name`."
 )
 
@@ -83,6 +84,8 @@ class DatasetTemplatesViewSet(viewsets.GenericViewSet):
         template = template_create(
             dataset=dataset,
             points=data.get("points"),
+            box=data.get("box"),
+            mask_choice=data.get("mask_choice", "best"),
             name=data.get("name") or "",
             label=data.get("label"),
             image_class=data.get("image_class") or "",
@@ -96,7 +99,8 @@ class DatasetTemplatesViewSet(viewsets.GenericViewSet):
 @extend_schema_view(
     retrieve=extend_schema(responses={200: TemplateSerializer, 404: ErrorSerializer}),
     partial_update=extend_schema(
-        summary="Change any of name, label, points, image_class, reference_image, default_edits.",
+        summary="Change any of name, label, points, box, mask_choice, image_class, reference_image, "
+        "default_edits.",
         description=_WRITE_ERRORS,
         request=TemplateWriteSerializer,
         responses={200: TemplateSerializer, **ERRORS},
@@ -125,7 +129,7 @@ class TemplateViewSet(viewsets.GenericViewSet):
                 request.user, template.dataset, changes["reference_image"]
             )
         if "points" in changes and changes["points"] is None:
-            raise ServiceError("no_points", "at least one point is required", field="points")
+            changes["points"] = []  # "no points" then needs a box, which the service checks
         return Response(TemplateSerializer(template_update(template=template, **changes)).data)
 
     def destroy(self, request, template_id=None):

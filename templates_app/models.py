@@ -10,18 +10,17 @@ from samsite.db import BaseModel
 
 
 def validate_points(value: object) -> None:
-    """Points are ``[{x_norm, y_norm, positive}]`` with coordinates in [0, 1] and at least one positive."""
+    """Points are ``[{x_norm, y_norm, positive}]`` with coordinates in [0, 1]; the list may be empty (a template
+    with a box; :meth:`Template.clean` requires a positive point or a box)."""
     from imaging.errors import PointValidationError
     from imaging.points import parse_points
 
-    if not isinstance(value, list) or not value:
-        raise ValidationError("points must be a non-empty list")
+    if not isinstance(value, list):
+        raise ValidationError("points must be a list")
     try:
-        points = parse_points(value)
+        parse_points(value)
     except PointValidationError as exc:
         raise ValidationError(str(exc)) from exc
-    if not any(point.positive for point in points):
-        raise ValidationError("points need at least one positive point")
 
 
 class Template(BaseModel):
@@ -56,6 +55,19 @@ class Template(BaseModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """A template needs at least one positive point or a box (the rule of templates_app.services)."""
+        from imaging.errors import BoxValidationError
+        from imaging.points import parse_box
+
+        try:
+            box = parse_box(self.box)
+        except BoxValidationError as exc:
+            raise ValidationError({"box": str(exc)}) from exc
+        positive = any(isinstance(p, dict) and p.get("positive", True) for p in self.points or [])
+        if box is None and not positive:
+            raise ValidationError({"points": "a template needs at least one positive point or a box"})
 
     @property
     def effective_label(self) -> str:

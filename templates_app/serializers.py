@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from datasets.serializers import CLASS_CHOICES, EditsField, PointsField
+from datasets.serializers import CLASS_CHOICES, BoxField, EditsField, PointsField
 from templates_app.models import Template
 
 
@@ -16,6 +16,7 @@ class TemplateSerializer(serializers.ModelSerializer):
     )
     points = PointsField(read_only=True)
     points_count = serializers.IntegerField(read_only=True)
+    box = BoxField(read_only=True, allow_null=True)
     default_edits = EditsField(read_only=True, help_text="The non-neutral edit values.")
     label = serializers.CharField(
         source="effective_label", read_only=True, help_text="Category name in exports (default: the name)."
@@ -32,6 +33,8 @@ class TemplateSerializer(serializers.ModelSerializer):
             "reference_image",
             "points",
             "points_count",
+            "box",
+            "mask_choice",
             "default_edits",
             "position",
             "created",
@@ -54,7 +57,18 @@ class TemplateWriteSerializer(serializers.Serializer):
         help_text="Category name in exports, max 200 characters, may be shared by several templates; "
         "blank or omitted: the template's name.",
     )
-    points = PointsField(required=False, help_text="At least one positive point; values in [0, 1].")
+    points = PointsField(
+        required=False, help_text="At least one positive point (or a box); values in [0, 1]."
+    )
+    box = BoxField(
+        required=False,
+        allow_null=True,
+        help_text="Optional box prompt [x0, y0, x1, y1] normalised to [0, 1]; null removes it.",
+    )
+    mask_choice = serializers.JSONField(
+        required=False,
+        help_text='The candidate jobs use: "best" (highest score) or 0, 1, 2 (SAM\'s candidates by granularity).',
+    )
     image_class = serializers.ChoiceField(
         choices=CLASS_CHOICES,
         required=False,

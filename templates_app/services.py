@@ -1,7 +1,8 @@
 """Template writes: create, update, delete; and the point/edit validation every interface shares.
 
-Errors are ServiceError with a stable code and the offending input: ``no_points``, ``invalid_points`` (with
-``index`` of the bad point when there is one), ``invalid_class``, ``invalid_edits`` (with ``field``),
+Errors are ServiceError with a stable code and the offending input: ``no_points`` (neither a positive point
+nor a box), ``invalid_points`` (with ``index`` of the bad point when there is one), ``invalid_box``,
+``invalid_mask_choice``, ``invalid_class``, ``invalid_edits`` (with ``field``),
 ``invalid_reference_image``, ``invalid_name``, ``invalid_label``.
 """
 
@@ -15,13 +16,22 @@ from django.db import transaction
 from django.db.models import Max
 
 from datasets.models import Dataset, DatasetImage, ImageClass
-from datasets.prompts import edits_from_input, points_from_input, points_to_json
+from datasets.prompts import (
+    box_from_input,
+    box_to_json,
+    edits_from_input,
+    mask_choice_from_input,
+    points_from_input,
+    points_to_json,
+)
 from datasets.services.datasets import clean_display_name, dataset_lock
 from imaging.edits import Edits
 from samsite.errors import ServiceError
 from templates_app.models import Template
 
-TEMPLATE_FIELDS = frozenset({"name", "label", "points", "image_class", "reference_image", "default_edits"})
+TEMPLATE_FIELDS = frozenset(
+    {"name", "label", "points", "box", "mask_choice", "image_class", "reference_image", "default_edits"}
+)
 LABEL_MAX_LENGTH = 200
 
 
@@ -64,6 +74,17 @@ def _clean_label(value: object) -> str:
         raise ServiceError("invalid_label", exc.message, field="label") from None
 
 
+def _clean_prompt(points: object, box: object) -> tuple[list[dict], list[float] | None]:
+    """(points JSON, box JSON) of a template: at least one positive point, or a box (then the points may be
+    empty or only negative ones, which refine the box)."""
+    clean_box = box_to_json(box_from_input(box))
+    if clean_box is None:
+        return points_to_json(points_from_input(points)), None
+    if points is None or (isinstance(points, list | tuple) and not points):
+        return [], clean_box
+    return points_to_json(points_from_input(points, require_positive=False)), clean_box
+
+
 def _default_name(dataset: Dataset) -> str:
     taken = set(dataset.templates.values_list("name", flat=True))
     number = len(taken) + 1
@@ -75,7 +96,9 @@ def _default_name(dataset: Dataset) -> str:
 def template_create(
     *,
     dataset: Dataset,
-    points: list[dict],
+    points: list[dict] | None,
+    box: object = None,
+    mask_choice: object = "best",
     name: str = "",
     image_class: str = "",
     reference_image: DatasetImage | None = None,
@@ -85,12 +108,15 @@ def template_create(
     """Save a template at the end of the dataset's save order (ServiceError("max_templates_exceeded") when the
     dataset already holds MAX_TEMPLATES_PER_DATASET).
 
-    ``points`` are normalised ``[{x_norm, y_norm, positive?}]`` (at least one positive); a blank ``name``
+    ``points`` are normalised ``[{x_norm, y_norm, positive?}]`` (at least one positive, unless a ``box`` is
+    given); ``box`` is an optional normalised ``[x0, y0, x1, y1]``; ``mask_choice`` is the candidate jobs use
+    ("best" or an index 0..2, stored as "best"/"0".."2"); a blank ``name``
     becomes "Template N"; ``image_class`` is "", "pass" or "fail"; ``reference_image`` must belong to
     ``dataset``; ``default_edits`` follow the imaging ``Edits`` rules (unknown keys refused); ``label`` is
     the category name in exports (blank: the name; several templates may share one).
     """
-    parsed = points_to_json(points_from_input(points))
+    parsed, clean_box = _clean_prompt(points, box)
+    clean_choice = mask_choice_from_input(mask_choice)
     image_class = _clean_class(image_class)
     reference_image = _clean_reference(dataset, reference_image)
     edits = _edits_json(default_edits)
@@ -112,6 +138,8 @@ def template_create(
             name=clean_name,
             label=clean_label,
             points=parsed,
+            box=clean_box,
+            mask_choice=clean_choice,
             image_class=image_class,
             reference_image=reference_image,
             default_edits=edits,
@@ -122,8 +150,10 @@ def template_create(
 
 
 def template_update(*, template: Template, **changes: Any) -> Template:
-    """Change any of name, label, points, image_class, reference_image, default_edits (same rules as create;
-    a blank name is refused, a blank label means the name). Unknown keys are a programming error (TypeError)."""
+    """Change any of name, label, points, box, mask_choice, image_class, reference_image, default_edits (same
+    rules as create, checked on the resulting points + box: removing the box of a template without a positive
+    point is refused; a blank name is refused, a blank label means the name). Unknown keys are a programming
+    error (TypeError)."""
     unknown = set(changes) - TEMPLATE_FIELDS
     if unknown:
         raise TypeError(f"template_update() got unexpected fields: {', '.join(sorted(unknown))}")
@@ -134,9 +164,14 @@ def template_update(*, template: Template, **changes: Any) -> Template:
     if "label" in changes:
         template.label = _clean_label(changes["label"])
         update_fields.append("label")
-    if "points" in changes:
-        template.points = points_to_json(points_from_input(changes["points"]))
-        update_fields.append("points")
+    if "points" in changes or "box" in changes:
+        template.points, template.box = _clean_prompt(
+            changes.get("points", template.points), changes.get("box", template.box)
+        )
+        update_fields += ["points", "box"]
+    if "mask_choice" in changes:
+        template.mask_choice = mask_choice_from_input(changes["mask_choice"])
+        update_fields.append("mask_choice")
     if "image_class" in changes:
         template.image_class = _clean_class(changes["image_class"])
         update_fields.append("image_class")

@@ -47,7 +47,7 @@ from datasets.models import (
     JobSource,
     Variant,
 )
-from datasets.segmentation import app_segmenter, embedding_for
+from datasets.segmentation import app_segmenter, embedding_for, segmenter_label
 from datasets.services.previews import embedding_seen_by_owner
 from imaging.codecs import FORMAT_EXTENSIONS, DecodedImage, encode_image, encode_mask_png, sha256_hex
 from imaging.pipeline import (
@@ -94,7 +94,7 @@ def process_claim(claim: Claim) -> None:
     job = claim.job
     started = time.perf_counter()
     try:
-        segmenter = app_segmenter()
+        segmenter = app_segmenter(job.dataset)
     except Exception as exc:  # no checkpoint, unreadable weights, ...
         services.job_fail(job_id=job.id, error=f"segmenter unavailable: {exc}")
         return
@@ -102,7 +102,10 @@ def process_claim(claim: Claim) -> None:
     # Loading a model can take longer than a lease: renew it before the first image.
     services.items_heartbeat(worker=claim.worker, item_ids=claim.item_ids)
     services.job_record_segmenter(
-        job=job, label=f"{segmenter.backend}:{segmenter.model_type or '-'}:{segmenter.fingerprint}"
+        job=job,
+        # Machine-readable first (backend:size:fingerprint), then the family and size for people.
+        label=f"{segmenter.backend}:{segmenter.model_type or '-'}:{segmenter.fingerprint} "
+        f"({segmenter_label(segmenter)})",
     )
     specs = sorted((spec_from_snapshot(s) for s in job.templates_snapshot), key=lambda spec: spec.order)
     processor = _ChunkProcessor(claim=claim, specs=specs, segmenter=segmenter, timings=timings)
@@ -238,7 +241,7 @@ class _ChunkProcessor:
         started = time.perf_counter()
         try:
             prepared.embedding, prepared.cache_hit = embedding_for(
-                sha256=item.image.sha256, rgb=prepared.image.rgb
+                sha256=item.image.sha256, rgb=prepared.image.rgb, segmenter=self.segmenter
             )
         except Exception as exc:
             logger.info("job %s: embedding of image %s failed", self.job.id, item.image_id, exc_info=True)

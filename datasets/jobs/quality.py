@@ -77,7 +77,7 @@ def reference_stats(*, job: GenerationJob, specs: Sequence[TemplateSpec], segmen
             continue
         try:
             decoded = decode_stored_image(image.file)
-            embedding, _ = embedding_for(sha256=image.sha256, rgb=decoded.rgb)
+            embedding, _ = embedding_for(sha256=image.sha256, rgb=decoded.rgb, segmenter=segmenter)
             [mask] = segment_templates(
                 segmenter, embedding, [spec], width=decoded.width, height=decoded.height
             )

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from imaging.edits import Edits
 from imaging.pipeline import TemplateSpec
-from imaging.points import parse_points
+from imaging.points import parse_box, parse_points
+from imaging.segmenter import parse_mask_choice
 
 
 def template_snapshot(template, edits: Mapping | None = None, *, strict: bool = True) -> dict:
@@ -41,6 +42,8 @@ def template_snapshot(template, edits: Mapping | None = None, *, strict: bool = 
 
 
 def spec_from_snapshot(snapshot: Mapping) -> TemplateSpec:
+    """The pipeline's view of a snapshot, box and mask choice included (snapshots from before boxes existed
+    have neither key: no box, the best candidate)."""
     return TemplateSpec(
         id=snapshot["template_id"],
         name=snapshot["name"],
@@ -48,6 +51,8 @@ def spec_from_snapshot(snapshot: Mapping) -> TemplateSpec:
         image_class=snapshot.get("image_class", ""),
         edits=Edits.from_dict(snapshot.get("edits") or {}),
         order=snapshot.get("position", 0),
+        box=parse_box(snapshot.get("box")),
+        mask_choice=parse_mask_choice(snapshot.get("mask_choice", "best")),
     )
 
 

@@ -48,6 +48,35 @@ def dataset_rename(*, dataset: Dataset, name: str) -> Dataset:
     return dataset
 
 
+def dataset_set_checkpoint(*, dataset: Dataset, checkpoint: object) -> Dataset:
+    """Pick the model ``dataset`` segments with: the file name of a usable checkpoint in SAM_MODELS_DIR
+    (``datasets.segmentation.available_models``), or blank / None for the site's default. Raises
+    ServiceError("invalid_checkpoint", field="checkpoint", choices=[usable names]) for anything else,
+    including a file whose tensors match no family."""
+    from datasets.segmentation import available_models
+
+    name = "" if checkpoint is None else checkpoint
+    if not isinstance(name, str):
+        raise ServiceError("invalid_checkpoint", "checkpoint must be a file name", field="checkpoint")
+    name = name.strip()
+    if name:
+        models = {info.name: info for info in available_models()}
+        usable = sorted(n for n, info in models.items() if info.error is None)
+        info = models.get(name)
+        if info is None or info.error is not None:
+            why = f"{name!r} is not a checkpoint in SAM_MODELS_DIR" if info is None else info.error
+            listed = ", ".join(usable) if usable else "none"
+            raise ServiceError(
+                "invalid_checkpoint",
+                f"{why}; choose one of: {listed} (or blank for the site's model)",
+                field="checkpoint",
+                choices=usable,
+            )
+    dataset.checkpoint = name
+    dataset.save(update_fields=["checkpoint", "updated"])
+    return dataset
+
+
 def dataset_delete(*, dataset: Dataset) -> None:
     """Delete ``dataset`` with its images, templates, jobs and variants.
 

@@ -42,7 +42,7 @@ from datasets.services.datasets import working_copy_name
 from imaging.codecs import DecodedImage, decode_image, encode_image
 from imaging.errors import CheckpointError, ImageDecodeError, SegmenterUnavailable
 from imaging.pipeline import TemplateSpec, VariantResult, generate_for_image
-from imaging.points import Point, denormalize
+from imaging.points import Point, denormalize, denormalize_box
 from imaging.segmenter import Embedding, MaskCandidate, Segmenter
 from samsite.errors import ServiceError
 
@@ -152,13 +152,13 @@ def _embedding(
         return cached, True
     if not segmenter.cacheable and decoded is None:
         work = working_image(image)
-        embedding, hit = embedding_for(sha256=image.sha256, rgb=work.rgb)
+        embedding, hit = embedding_for(sha256=image.sha256, rgb=work.rgb, segmenter=segmenter)
         # Masks come back at the image's own size, as from a full-resolution encode.
         embedding = dataclasses.replace(embedding, original_size=(image.height, image.width))
     else:
         if decoded is None:
             decoded = decode_stored_image(image.file)
-        embedding, hit = embedding_for(sha256=image.sha256, rgb=decoded.rgb)
+        embedding, hit = embedding_for(sha256=image.sha256, rgb=decoded.rgb, segmenter=segmenter)
     recent_embeddings.put(recent_embeddings.key(image.sha256, segmenter), embedding)
     return embedding, hit
 
@@ -220,20 +220,28 @@ def _store_working_copy(name: str, data: bytes) -> None:
         logger.warning("could not store the working copy %s", name, exc_info=True)
 
 
-def segment_preview(*, image: DatasetImage, points: list[Point]) -> SegmentPreview:
-    """Candidate masks for normalised ``points`` on ``image`` (at least one point; ServiceError "no_points").
+def segment_preview(
+    *,
+    image: DatasetImage,
+    points: list[Point],
+    box: tuple[float, float, float, float] | None = None,
+) -> SegmentPreview:
+    """Candidate masks for normalised ``points`` and/or a normalised ``box`` (``datasets.prompts.
+    box_from_input``) on ``image`` with its dataset's model (at least one point or a box; ServiceError
+    "no_points").
 
     Uses the cached embedding when there is one: a second preview of the same image never calls the encoder.
     """
-    if not points:
-        raise ServiceError("no_points", "at least one point is required", field="points")
+    if not points and box is None:
+        raise ServiceError("no_points", "at least one point or a box is required", field="points")
     with segmenter_errors():
-        segmenter = app_segmenter()
+        segmenter = app_segmenter(image.dataset)
         embedding, hit = _embedding(image, segmenter)
         cached = embedding_seen_by_owner(image, segmenter) and hit
         height, width = embedding.original_size
         coords, labels = denormalize(points, width, height)
-        candidates = segmenter.predict(embedding, coords, labels, multimask=True)
+        pixel_box = denormalize_box(box, width, height) if box is not None else None
+        candidates = segmenter.predict(embedding, coords, labels, multimask=True, box=pixel_box)
     best_first = sorted(candidates, key=lambda candidate: candidate.score, reverse=True)[:MAX_CANDIDATES]
     return SegmentPreview(candidates=best_first, width=width, height=height, cached=cached)
 
@@ -253,7 +261,7 @@ def edit_preview(
     if not specs:
         return None
     with segmenter_errors():
-        segmenter = app_segmenter()
+        segmenter = app_segmenter(image.dataset)
         decoded = working_image(image)
         full = (decoded.height, decoded.width) == (image.height, image.width)
         embedding, _ = _embedding(image, segmenter, decoded if full else None)
@@ -276,8 +284,8 @@ def embeddings_prewarm(*, images: Iterable[DatasetImage]) -> Iterator[PrewarmPro
     images = list(images)
     total = len(images)
     with segmenter_errors():
-        segmenter = app_segmenter()
         for index, image in enumerate(images):
+            segmenter = app_segmenter(image.dataset)  # each dataset's own model (an LRU lookup)
             started = time.perf_counter()
             error = ""
             computed = False

@@ -110,6 +110,8 @@ def test_the_progress_bar_reports_images(inputs, tmp_path, capsys):
         ("[]", "non-empty JSON list"),
         ('[{"name": "x", "points": []}]', "template #1: no_points"),
         ('[{"points": [{"x_norm": 2, "y_norm": 0.5}]}]', "template #1: invalid_points"),
+        ('[{"points": [], "box": [0.1, 0.1, 0.1, 0.5]}]', "template #1: invalid_box"),
+        ('[{"box": [0.1, 0.1, 0.5, 0.5], "mask_choice": 7}]', "template #1: invalid_mask_choice"),
         (
             '[{"points": [{"x_norm": 0.5, "y_norm": 0.5}], "edits": {"hue": 999}}]',
             "template #1: invalid_edits",
@@ -128,11 +130,30 @@ def test_a_bad_templates_file_is_explained(inputs, tmp_path, content, message):
     assert not GenerationJob.objects.exists()
 
 
+def test_a_box_template_from_the_file_is_saved_and_runs(inputs, tmp_path):
+    folder, _ = inputs
+    templates = tmp_path / "box.json"
+    templates.write_text(json.dumps([{"name": "boxed", "box": [0.2, 0.2, 0.8, 0.8], "mask_choice": 1}]))
+    call_command(
+        "generate", "--images", str(folder), "--templates", str(templates), "--out", str(tmp_path / "o.zip"),
+        "--no-progress",
+    )  # fmt: skip
+    job = GenerationJob.objects.get()
+    assert job.status == "succeeded" and job.variant_count == 3
+    [snapshot] = job.templates_snapshot
+    assert (
+        snapshot["box"] == [0.2, 0.2, 0.8, 0.8]
+        and snapshot["mask_choice"] == "1"
+        and snapshot["points"] == []
+    )
+
+
 def test_the_help_documents_the_templates_format(capsys):
     with pytest.raises(SystemExit):
         call_command("generate", "--help")
     out = capsys.readouterr().out
     assert '"x_norm"' in out and '"class"' in out and "--export-mask" in out
+    assert '"box"' in out and '"mask_choice"' in out
 
 
 def test_annotate_with_exports_writes_masks_only_and_the_training_files(inputs, tmp_path):

@@ -238,6 +238,11 @@
     const segmentUrl = root.dataset.segmentUrl;
     const initial = $("#initial-points");
     let points = initial ? JSON.parse(initial.textContent) : [];
+    // A box prompt, normalised [x0, y0, x1, y1] (Box mode: drag on the canvas), or null.
+    const initialBox = $("#initial-box");
+    let box = initialBox ? JSON.parse(initialBox.textContent) : null;
+    let dragStart = null; // {x, y} normalised, while a box is being dragged
+    const boxInput = $("#tpl-box");
     let image = null;
     let candidates = []; // {score, area, maskImg, overlay}
     let selected = 0;
@@ -277,6 +282,15 @@
       ctx.stroke();
     }
 
+    function drawBox(b) {
+      const x = b[0] * canvas.width, y = b[1] * canvas.height;
+      const w = (b[2] - b[0]) * canvas.width, h = (b[3] - b[1]) * canvas.height;
+      ctx.save();
+      ctx.lineWidth = 3; ctx.strokeStyle = "#ffffff"; ctx.strokeRect(x, y, w, h);
+      ctx.lineWidth = 1.5; ctx.strokeStyle = "#2563eb"; ctx.setLineDash([6, 4]); ctx.strokeRect(x, y, w, h);
+      ctx.restore();
+    }
+
     // Keyboard users: arrows move a crosshair, Enter adds a positive point, Shift+Enter or N a negative one.
     const cursor = { x: 0.5, y: 0.5 };
     function drawCursor() {
@@ -298,8 +312,9 @@
       if (!image) return;
       ctx.clearRect(0, 0, canvas.width, canvas.height);
       ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
-      const current = points.length ? candidates[selected] : null;
+      const current = points.length || box ? candidates[selected] : null;
       if (current && current.overlay) ctx.drawImage(current.overlay, 0, 0);
+      if (box) drawBox(box);
       points.forEach(drawPoint);
       if (canvas.matches(":focus-visible")) drawCursor();
       canvas.dataset.overlaySeq = String(shown);
@@ -328,12 +343,13 @@
 
     function updateForm() {
       pointsInput.value = JSON.stringify(points);
+      boxInput.value = box ? JSON.stringify(box) : "";
       const pos = points.filter(function (p) { return p.positive; }).length;
       const neg = points.length - pos;
-      countLabel.textContent = points.length
+      countLabel.textContent = (points.length
         ? points.length + " point" + (points.length === 1 ? "" : "s") + " (" + pos + " positive, " + neg + " negative)"
-        : "No points yet";
-      saveButton.disabled = pos === 0;
+        : (box ? "No points" : "No points yet")) + (box ? " + a box" : "");
+      saveButton.disabled = pos === 0 && !box; // a template needs a positive point or a box
     }
 
     function showError(message) {
@@ -344,7 +360,7 @@
     async function segment() {
       const mine = ++seq;
       if (controller) controller.abort();
-      if (!points.length) {
+      if (!points.length && !box) {
         candidates = []; shown = mine; drawCandidates(); draw();
         wrap.classList.remove("is-busy");
         statusLabel.textContent = "";
@@ -359,7 +375,7 @@
           method: "POST",
           credentials: "same-origin",
           headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-          body: JSON.stringify({ points: points }),
+          body: JSON.stringify(box ? { points: points, box: box } : { points: points }),
           signal: controller.signal,
         });
         const data = await response.json().catch(function () { return {}; });
@@ -417,7 +433,41 @@
         canvas.dataset.mode = mode;
       });
     });
-    canvas.addEventListener("click", function (event) { addPoint(event, mode === "positive" && !event.shiftKey); });
+    canvas.addEventListener("click", function (event) {
+      if (mode === "box") return; // a drag draws the box
+      addPoint(event, mode === "positive" && !event.shiftKey);
+    });
+    function normalised(event) {
+      const rect = canvas.getBoundingClientRect();
+      return {
+        x: Math.min(1, Math.max(0, (event.clientX - rect.left) / rect.width)),
+        y: Math.min(1, Math.max(0, (event.clientY - rect.top) / rect.height)),
+      };
+    }
+    function dragBox(event) {
+      const p = normalised(event);
+      const r = function (v) { return Math.round(v * 1e5) / 1e5; };
+      return [r(Math.min(dragStart.x, p.x)), r(Math.min(dragStart.y, p.y)), r(Math.max(dragStart.x, p.x)), r(Math.max(dragStart.y, p.y))];
+    }
+    canvas.addEventListener("pointerdown", function (event) {
+      if (mode !== "box" || event.button !== 0) return;
+      event.preventDefault();
+      dragStart = normalised(event);
+      canvas.setPointerCapture(event.pointerId);
+    });
+    canvas.addEventListener("pointermove", function (event) {
+      if (!dragStart) return;
+      draw();
+      drawBox(dragBox(event));
+    });
+    canvas.addEventListener("pointerup", function (event) {
+      if (!dragStart) return;
+      const drawn = dragBox(event);
+      dragStart = null;
+      // A click without a drag (under 1% of a side) keeps the previous box.
+      if (drawn[2] - drawn[0] > 0.01 && drawn[3] - drawn[1] > 0.01) box = drawn;
+      changed();
+    });
     canvas.addEventListener("contextmenu", function (event) { event.preventDefault(); addPoint(event, false); });
     canvas.addEventListener("keydown", function (event) {
       if ((event.key === "z" && (event.ctrlKey || event.metaKey)) || event.key === "Backspace") {
@@ -443,9 +493,11 @@
       if (event.target.closest("input, textarea, select")) return;
       if (event.key === "z" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); undo(); }
     });
-    function undo() { if (points.length) { points.pop(); changed(); } }
+    function undo() {
+      if (points.length) { points.pop(); changed(); } else if (box) { box = null; changed(); }
+    }
     $("#undo-point").addEventListener("click", undo);
-    $("#clear-points").addEventListener("click", function () { points = []; changed(); });
+    $("#clear-points").addEventListener("click", function () { points = []; box = null; changed(); });
     candidateButtons.forEach(function (button, index) {
       button.addEventListener("click", function () {
         if (!candidates[index]) return;
@@ -479,7 +531,7 @@
       fit();
       draw();
       root.dataset.ready = "true";
-      if (points.length) segment();
+      if (points.length || box) segment();
     }).catch(function () {
       wrap.classList.remove("is-busy");
       showError("The reference image could not be loaded.");
@@ -687,6 +739,8 @@
     if (strip) initRefStrip(strip);
     const editor = $("#tpl-editor");
     if (editor && $("#tpl-canvas", editor)) initTemplateEditor(editor);
+    const modelSelect = $("#dataset-model");
+    if (modelSelect) modelSelect.addEventListener("change", function () { modelSelect.form.requestSubmit(); });
     const form = $("#generate-form");
     if (form) initEdits(form);
     const lightbox = $("#lightbox");

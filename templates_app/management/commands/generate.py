@@ -27,6 +27,8 @@ templates.json is a JSON list of templates, applied in list order:
      "class": "fail",                         (optional: "pass" | "fail" | "" = all images)
      "points": [{"x_norm": 0.42, "y_norm": 0.37, "positive": true},
                 {"x_norm": 0.10, "y_norm": 0.90, "positive": false}],
+     "box": [0.30, 0.25, 0.60, 0.55],         (optional: [x0, y0, x1, y1]; with a box, points may be [])
+     "mask_choice": "best",                   (optional: "best" or 0, 1, 2: SAM's candidate by granularity)
      "edits": {"brightness": 0.2, "hue": 30}}  (optional; see EDITS.md: brightness, contrast,
   ]                                           gamma, hue, saturation, sharpen, noise, opacity)
 Points are normalised to the image size (0..1, x from the left, y from the top), so one template
@@ -215,6 +217,8 @@ class Command(BaseCommand):
                 template_create(
                     dataset=dataset,
                     points=spec.get("points") or [],
+                    box=spec.get("box"),
+                    mask_choice=spec.get("mask_choice", "best"),
                     name=str(spec.get("name") or ""),
                     label=spec.get("label"),
                     image_class=spec.get("class") or spec.get("image_class") or "",
