@@ -55,12 +55,15 @@ def sam_model_name(model_type: str | None) -> str:
 def segmenter_label(stored: str) -> str:
     """A job's recorded segmenter (``backend:model:fingerprint (label)``) as people say it: the recorded
     label ("MobileSAM", "SAM 2.1 hiera_t"), else "SAM ViT-B", "classical"."""
-    if (stored or "").endswith(")") and " (" in stored:
-        return stored.rsplit(" (", 1)[1][:-1]
-    backend, _, rest = (stored or "").partition(":")
+    record, _, label = (stored or "").partition(" (")  # the fingerprint holds no space: the first " (" opens it
+    backend, _, rest = record.partition(":")
     model = rest.partition(":")[0]
     if not backend:
         return ""
+    if backend == "classical":
+        return "classical"
+    if label.endswith(")"):
+        return label[:-1]
     if backend == "sam":
         return sam_model_name(None if model in ("", "-") else model)
     return backend

@@ -162,10 +162,10 @@ def _settle(page, name: str) -> None:
     if name == "generate":
         expect(page.locator("#preview-after")).to_be_visible(timeout=60_000)
     if name == "templates":
-        page.wait_for_function("document.querySelector('#tpl-editor').dataset.ready === 'true'")
+        page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
     # images in view are loaded (lazy ones further down may stay unloaded)
     page.wait_for_function(
-        "[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight).every(i => i.complete)"
+        "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight).every(i => i.complete)"
     )
 
 
@@ -309,7 +309,7 @@ def test_job_page_transfers_thumbnails_only(live_asgi, page, alice, big_dataset)
     page.set_viewport_size({"width": 1920, "height": 3000})  # every tile in view: none left lazy
     page.goto(live_asgi(f"/jobs/{job.public_id}/"))
     page.wait_for_function(
-        "[...document.querySelectorAll('#job-grid img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#job-grid img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     page.wait_for_load_state("networkidle")  # every requestfinished event has been delivered
     thumbs = {u: n for u, n in transferred.items() if "/thumbnail/" in u and "/variants/" in u}
@@ -321,7 +321,9 @@ def test_job_page_transfers_thumbnails_only(live_asgi, page, alice, big_dataset)
     print(f"job page: {len(thumbs)} thumbnails, {total} B; the full-size variants are {full_bytes} B")
     # Full size only in the lightbox.
     page.locator("#item-0 [data-lightbox]").first.click()
-    page.wait_for_function("document.querySelector('#lightbox').dataset.ready === 'true'", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#lightbox').dataset.ready === 'true'", timeout=30_000
+    )
     assert [u for u in transferred if "/api/variants/" in u and u.endswith("/file/")]
 
 
@@ -363,7 +365,7 @@ def test_phone_canvas_scales_and_maps_taps_and_the_strip_is_one_tab_stop(
     page.set_viewport_size({"width": 390, "height": 844})
     log_in(page, live_asgi, "alice")
     page.goto(live_asgi(f"/datasets/{dataset.public_id}/templates/"))
-    page.wait_for_function("document.querySelector('#tpl-editor').dataset.ready === 'true'")
+    page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
     canvas = page.locator("#tpl-canvas")
     box = canvas.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
