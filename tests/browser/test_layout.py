@@ -164,9 +164,17 @@ def _settle(page, name: str) -> None:
     if name == "templates":
         page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
     # images in view are loaded (lazy ones further down may stay unloaded)
-    page.wait_for_function(
-        "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight).every(i => i.complete)"
-    )
+    try:
+        page.wait_for_function(
+            "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+            ".every(i => i.complete)"
+        )
+    except Exception:
+        pending = page.evaluate(
+            "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight && !i.complete)"
+            ".map(i => i.src)"
+        )
+        raise AssertionError(f"{name}: images never loaded: {pending}") from None
 
 
 def _overflow(page) -> int:
