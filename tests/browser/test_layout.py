@@ -167,7 +167,8 @@ def _settle(page, name: str) -> None:
     try:
         page.wait_for_function(
             "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
-            ".every(i => i.complete)"
+            ".every(i => i.complete)",
+            timeout=120_000,  # a gate, not a speed check: thumbnails are made on first request
         )
     except Exception:
         pending = page.evaluate(
