@@ -55,7 +55,8 @@ def sam_model_name(model_type: str | None) -> str:
 def segmenter_label(stored: str) -> str:
     """A job's recorded segmenter (``backend:model:fingerprint (label)``) as people say it: the recorded
     label ("MobileSAM", "SAM 2.1 hiera_t"), else "SAM ViT-B", "classical"."""
-    record, _, label = (stored or "").partition(" (")  # the fingerprint holds no space: the first " (" opens it
+    # The fingerprint holds no space: the first " (" opens the label.
+    record, _, label = (stored or "").partition(" (")
     backend, _, rest = record.partition(":")
     model = rest.partition(":")[0]
     if not backend:
