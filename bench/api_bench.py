@@ -24,6 +24,7 @@ import argparse
 import gc
 import os
 import resource
+import secrets
 import shutil
 import statistics
 import sys
@@ -45,6 +46,8 @@ def _configure(tmp: Path) -> None:
         THROTTLE_PREVIEWS="1000000/min",
         LOG_LEVEL="WARNING",
     )
+    # DEBUG stays off (production settings); they refuse to start without a key.
+    os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "samsite.settings")
     sys.path.insert(0, str(REPO))
 
@@ -255,13 +258,17 @@ def main() -> None:
     parser.add_argument("--preview-size", default="2048x1536", help="WIDTHxHEIGHT of the previewed image")
     parser.add_argument("--skip-upload", action="store_true")
     parser.add_argument("--skip-preview", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (default: torch's, as the web process)"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="samgen-api-bench-"))
     _configure(tmp)
     import torch
 
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import django
 
     django.setup()

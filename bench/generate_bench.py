@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -233,6 +234,8 @@ def main() -> None:
             "DJANGO_SETTINGS_MODULE": "samsite.settings",
         }
     )
+    # DEBUG stays off (production settings); they refuse to start without a key.
+    os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
     from imaging.tiny_sam import build_tiny_sam_checkpoint, build_vit_b_random_checkpoint
 
     build = build_tiny_sam_checkpoint if args.checkpoint == "tiny" else build_vit_b_random_checkpoint

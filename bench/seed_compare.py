@@ -25,6 +25,7 @@ import argparse
 import io
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,8 @@ def configure(workdir: Path, checkpoint: str, threads: int) -> None:
             "DJANGO_SETTINGS_MODULE": "samsite.settings",
         }
     )
+    # DEBUG stays off (production settings); they refuse to start without a key.
+    os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
     import torch
 
     torch.set_num_threads(threads)
