@@ -1,6 +1,7 @@
 """Step 1 and the datasets list: create, rename, delete datasets; upload images, set their class, delete them.
 
-Thin views (see ``frontend.views``): parse, call one service or selector, render."""
+Thin views (see ``frontend.views``): parse, call one service or selector, render.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Step 3: the edit sliders (autosaved as the templates' default edits), the live edit preview, the
 remembered Generate settings, and starting a job.
 
-Thin views (see ``frontend.views``): parse, call one service or selector, render."""
+Thin views (see ``frontend.views``): parse, call one service or selector, render.
+"""
 
 from __future__ import annotations
 

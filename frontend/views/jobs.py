@@ -1,6 +1,7 @@
 """Step 4: a dataset's job history, the job page (cancel, retry), its live SSE stream, and the tiles' thumbnails.
 
-Thin views (see ``frontend.views``): parse, call one service or selector, render."""
+Thin views (see ``frontend.views``): parse, call one service or selector, render.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Step 2: the template canvas (reference images, segment previews for the posted points), saved templates
 and their mask thumbnails, the dataset's model, and the help page of the segmenter the canvas uses.
 
-Thin views (see ``frontend.views``): parse, call one service or selector, render."""
+Thin views (see ``frontend.views``): parse, call one service or selector, render.
+"""
 
 from __future__ import annotations
 
