@@ -20,16 +20,12 @@ from django_eventstream.utils import sse_encode_event
 from datasets.jobs.events import EVENT_DONE, EVENT_ITEM, EVENT_STATUS, job_channel
 from datasets.jobs.relay import StoredEvent, relay_events
 from datasets.models import GenerationJob, ItemStatus
-from datasets.selectors import job_items
+from datasets.selectors import job_get_internal, job_items_failed
 from frontend import presenters
 
 logger = logging.getLogger(__name__)
 
 HTML_EVENT_PREFIX = "html-"
-
-
-def _failed_items(job: GenerationJob) -> list:
-    return list(job_items(job=job).filter(status=ItemStatus.FAILED))
 
 
 def _render_params(job: GenerationJob) -> str:
@@ -77,7 +73,7 @@ def render_item(job: GenerationJob, payload: dict) -> str:
     if payload.get("status") == ItemStatus.FAILED:
         parts.append(
             render_to_string(
-                "frontend/partials/job_errors.html", {"failed_items": _failed_items(job), "oob": True}
+                "frontend/partials/job_errors.html", {"failed_items": job_items_failed(job=job), "oob": True}
             )
         )
     return "\n".join(parts)
@@ -88,7 +84,7 @@ def render_done(job: GenerationJob) -> str:
         [
             render_status(job),
             render_to_string(
-                "frontend/partials/job_errors.html", {"failed_items": _failed_items(job), "oob": True}
+                "frontend/partials/job_errors.html", {"failed_items": job_items_failed(job=job), "oob": True}
             ),
         ]
     )
@@ -96,7 +92,7 @@ def render_done(job: GenerationJob) -> str:
 
 def render_event(job_id, event: StoredEvent) -> str | None:
     """The page's fragments for one stored JSON event of the job (None for an event the page ignores)."""
-    fresh = GenerationJob.objects.select_related("dataset").filter(pk=job_id).first()
+    fresh = job_get_internal(job_id=job_id)
     if fresh is None:
         return None
     if event.type == EVENT_STATUS:

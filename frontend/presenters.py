@@ -11,21 +11,28 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from django.db.models import F, Window
-from django.db.models.functions import RowNumber
 from django.utils import timezone
 from PIL import Image
 
 from datasets.image_io import decode_stored_image
 from datasets.jobs.services import job_queue_position
 from datasets.models import Dataset, DatasetImage, GenerationJob, ItemStatus, JobItem, JobStatus
-from datasets.selectors import job_items, variant_list_for_job
+from datasets.selectors import (
+    image_count_for_dataset,
+    image_strips_for_datasets,
+    job_count_for_dataset,
+    job_item_at,
+    job_items,
+    job_items_done_count,
+    variant_list_for_job_images,
+)
 from datasets.services.previews import segment_preview
 from imaging.codecs import b64encode, encode_mask_png, make_thumbnail
 from imaging.edits import EDIT_FIELDS, NEUTRAL_VALUES
 from imaging.pipeline import template_applies
 from imaging.points import parse_points
 from samsite.errors import ServiceError
+from templates_app.selectors import template_count_for_dataset
 
 from .forms import GenerateForm, edit_field_id, edit_rows
 
@@ -108,18 +115,7 @@ def segmenter_chip(status: dict) -> dict:
 
 def attach_thumbnail_strips(datasets: Sequence[Dataset]) -> None:
     """Set ``dataset.strip`` to its first few images (one query for all the cards)."""
-    if not datasets:
-        return
-    rows = (
-        DatasetImage.objects.filter(dataset__in=datasets)
-        .annotate(rank=Window(RowNumber(), partition_by=[F("dataset_id")], order_by=F("position").asc()))
-        .filter(rank__lte=STRIP_SIZE)
-        .only("id", "dataset_id", "filename", "thumbnail", "position")
-        .order_by("dataset_id", "position")
-    )
-    by_dataset: dict = defaultdict(list)
-    for image in rows:
-        by_dataset[image.dataset_id].append(image)
+    by_dataset = image_strips_for_datasets(datasets=datasets, size=STRIP_SIZE)
     for dataset in datasets:
         dataset.strip = by_dataset.get(dataset.id, [])
 
@@ -130,9 +126,9 @@ def workspace_context(dataset: Dataset, *, step: str) -> dict:
         "dataset": dataset,
         "step": step,
         "nav": "datasets",
-        "image_count": dataset.images.count(),
-        "template_count": dataset.templates.count(),
-        "job_count": dataset.jobs.count(),
+        "image_count": image_count_for_dataset(dataset=dataset),
+        "template_count": template_count_for_dataset(dataset=dataset),
+        "job_count": job_count_for_dataset(dataset=dataset),
     }
 
 
@@ -343,9 +339,7 @@ def job_progress(job: GenerationJob) -> dict:
     if job.started_at:
         end = job.finished_at or timezone.now()
         elapsed_s = max(0.0, (end - job.started_at).total_seconds())
-        done_this_run = JobItem.objects.filter(
-            job=job, status__in=JobItem.DONE, updated__gte=job.started_at
-        ).count()
+        done_this_run = job_items_done_count(job=job, since=job.started_at)
         if elapsed_s > 0 and done_this_run:
             rate = done_this_run / elapsed_s
             if not job.is_terminal:
@@ -367,7 +361,7 @@ def item_tiles(job: GenerationJob, items: Iterable[JobItem] | None = None) -> li
     items = list(items if items is not None else job_items(job=job))
     image_ids = [item.image_id for item in items]
     variants: dict = defaultdict(list)
-    for variant in variant_list_for_job(job=job).filter(image_id__in=image_ids):
+    for variant in variant_list_for_job_images(job=job, image_ids=image_ids):
         variants[variant.image_id].append(variant)
     return [{"item": item, "variants": variants.get(item.image_id, [])} for item in items]
 
@@ -384,10 +378,10 @@ def review_tiles(tiles: list[dict]) -> list[dict]:
 
 
 def item_tile(job: GenerationJob, *, index: int) -> dict | None:
-    items = list(job_items(job=job).filter(index=index))
-    if not items:
+    item = job_item_at(job=job, index=index)
+    if item is None:
         return None
-    return item_tiles(job, items)[0]
+    return item_tiles(job, [item])[0]
 
 
 def snapshot_rows(job: GenerationJob) -> list[dict]:

@@ -24,3 +24,7 @@ def template_get_for_user(
     if dataset is not None:
         queryset = queryset.filter(dataset=dataset)
     return get_by_public_id(queryset, template_id, "template")
+
+
+def template_count_for_dataset(*, dataset: Dataset) -> int:
+    return dataset.templates.count()
