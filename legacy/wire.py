@@ -12,7 +12,7 @@ from typing import Any
 from django.core.files.uploadedfile import UploadedFile
 from rest_framework.request import Request
 
-from datasets.models import ImageClass, OutputFormat
+from datasets.models import DatasetImage, ImageClass, OutputFormat
 from datasets.services.previews import MAX_CANDIDATES
 from imaging.edits import Edits
 from legacy.models import Component
@@ -118,6 +118,11 @@ def component_json(component: Component) -> dict:
         "score": component.score,
         "name": component.name,
     }
+
+
+def image_event(index: int, total: int, image: DatasetImage) -> dict:
+    """The head of every per-image stream event (prewarm, apply_stream): ``{index, total, filename, image_id}``."""
+    return {"index": index, "total": total, "filename": image.filename, "image_id": image.id.hex}
 
 
 def point_summary(points: list[dict]) -> dict:

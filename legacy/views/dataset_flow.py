@@ -42,6 +42,7 @@ from legacy.http import SeedUploadView, SeedView, as_bool, seed_error
 from legacy.streams import Rendition, event_stream_response, iterator_stream, job_relay
 from legacy.wire import (
     MESSAGE_AS_CODE,
+    image_event,
     message_error,
     parse_class,
     parse_format,
@@ -284,10 +285,7 @@ class PrewarmView(SeedView):
         def to_event(progress: PrewarmProgress) -> dict:
             counts["total"] = progress.total
             event: dict[str, Any] = {
-                "index": progress.index,
-                "total": progress.total,
-                "filename": progress.image.filename,
-                "image_id": progress.image.id.hex,
+                **image_event(progress.index, progress.total, progress.image),
                 "ms": progress.ms,
             }
             if progress.error:
