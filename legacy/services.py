@@ -193,6 +193,20 @@ def legacy_segment(
 # --- components ----------------------------------------------------------------------------------------
 
 
+def whole_number(value: Any) -> int:
+    """An integer field as the old clients send it: a finite whole number or a numeric string (``"2"``,
+    ``2.0``), never a bool; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("a bool is not a number")
+    try:
+        number = float(value)
+    except TypeError:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"not a whole number: {value!r}")
+    return int(number)
+
+
 def _parse_score(value: Any) -> float:
     if value is None or value == "":
         return 0.0
@@ -273,16 +287,11 @@ def _component_number(value: Any, index: int) -> int | None:
     if value is None or value == "":
         return None
     try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-        if not math.isfinite(number) or number != int(number):
-            raise ValueError
-    except (TypeError, ValueError):
+        return whole_number(value)
+    except ValueError:
         raise ServiceError(
             "invalid_edits", "component_id must be an integer", field="component_id", index=index
         ) from None
-    return int(number)
 
 
 def legacy_apply(*, session: LegacySession, edits: Any, export_mask: bool = False) -> LegacyApplyResult:

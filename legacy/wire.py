@@ -5,7 +5,6 @@ the old JSON shapes (``shared/design/SEED_API.md``). No service logic lives here
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ from datasets.models import DatasetImage, ImageClass, OutputFormat
 from datasets.services.previews import MAX_CANDIDATES
 from imaging.edits import Edits
 from legacy.models import Component
+from legacy.services import whole_number
 from samsite.errors import ServiceError
 from samsite.parsers import loads_limited
 from templates_app.models import Template
@@ -61,14 +61,12 @@ def parse_top_k(value: Any) -> int:
     if value is None or value == "":
         return MAX_CANDIDATES
     try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-        if not math.isfinite(number) or number != int(number) or number < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ServiceError("invalid_top_k", "top_k must be a positive integer") from None
-    return int(number)
+        number = whole_number(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ServiceError("invalid_top_k", "top_k must be a positive integer")
+    return number
 
 
 def parse_batch_edits(value: Any) -> Edits:

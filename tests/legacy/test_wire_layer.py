@@ -10,6 +10,8 @@ from datasets.segmentation import app_segmenter
 from datasets.services.images import sanitize_filename
 from imaging.codecs import b64encode, encode_mask_png
 from legacy.models import LegacySession
+from legacy.wire import parse_top_k
+from samsite.errors import ServiceError
 from tests.legacy.conftest import init_dataset, post_json, upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")]
@@ -110,3 +112,15 @@ def test_legacy_segmentation_shares_the_previews_embedding_cache(alice_api, phot
     scores = [c["score"] for c in first.json()["candidates"]]
     assert scores == sorted(scores, reverse=True) and len(scores) <= 3
     assert again.json()["candidates"] == first.json()["candidates"][:2]
+
+
+@pytest.mark.parametrize(("sent", "expected"), [(None, 3), ("", 3), ("2", 2), (2.0, 2), (7, 7)])
+def test_top_k_takes_whole_numbers_as_sent(sent, expected):
+    assert parse_top_k(sent) == expected
+
+
+@pytest.mark.parametrize("sent", [True, 0, -1, 1.5, "inf", "nan", "many", [1], {}])
+def test_top_k_refuses_anything_else(sent):
+    with pytest.raises(ServiceError) as raised:
+        parse_top_k(sent)
+    assert raised.value.code == "invalid_top_k"
