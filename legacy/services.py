@@ -2,21 +2,21 @@
 
 A ``LegacySession`` is one image opened with ``/sam/init`` (its id is the old ``image_id``); its ``points``
 accumulate pixel points across ``/sam/segment`` calls; a ``Component`` is a saved mask, numbered from 1 per
-image. Segmentation goes through the shared segmenter and embedding cache (``datasets.segmentation``), edits
-through ``imaging.edits`` (EDITS.md), so these endpoints behave exactly like the dataset flows.
+image. Nothing here re-implements the dataset services: uploads are read, size-checked, decoded and named
+with ``datasets.services.images``' rules, segmentation is ``datasets.services.previews``' (one embedding
+cache, the same multimask choice, best first, at most MAX_CANDIDATES), edits are ``imaging.edits``
+(EDITS.md), so these endpoints behave exactly like the dataset flows.
 """
 
 from __future__ import annotations
 
 import math
-import unicodedata
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
@@ -25,7 +25,15 @@ from django.db.models import Max
 
 from datasets.image_io import decode_stored_image, read_file_bytes, stored_suffix
 from datasets.prompts import check_points_limit
-from datasets.segmentation import app_segmenter, embedding_for
+from datasets.segmentation import app_segmenter
+from datasets.services.datasets import clean_display_name
+from datasets.services.images import (
+    UploadTooLarge,
+    max_image_pixels,
+    read_upload,
+    sanitize_filename,
+)
+from datasets.services.previews import MAX_CANDIDATES, best_candidates, content_embedding
 from imaging.codecs import (
     DecodedImage,
     b64decode,
@@ -37,13 +45,11 @@ from imaging.codecs import (
 )
 from imaging.edits import Edits, apply_edits
 from imaging.errors import EditValidationError, ImageDecodeError
-from imaging.points import Point, denormalize, parse_points
-from imaging.segmenter import MaskCandidate, mask_bbox
+from imaging.points import Point, parse_points
+from imaging.segmenter import Embedding, MaskCandidate, Segmenter, mask_bbox
 from legacy.models import Component, LegacySession
 from samsite.errors import ServiceError
 
-#: SAM answers at most three candidate masks per prompt.
-MAX_CANDIDATES = 3
 BATCH_MODES = ("full", "center_point")
 
 
@@ -72,34 +78,24 @@ class BatchResult:
 # --- sessions ------------------------------------------------------------------------------------------
 
 
-def _display_filename(name: str | None) -> str:
-    base = PurePath((name or "").replace("\\", "/")).name
-    cleaned = "".join(ch for ch in base if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
-    return (cleaned or "image")[:255]
-
-
-def _read_upload(file: UploadedFile) -> bytes:
-    limit = settings.MAX_UPLOAD_MB * 1024 * 1024
-    if file.size is not None and file.size > limit:
-        raise ServiceError("invalid_image", f"file too large: over the {settings.MAX_UPLOAD_MB} MB limit")
-    file.seek(0)
-    data = file.read()
-    if len(data) > limit:
-        raise ServiceError("invalid_image", f"file too large: over the {settings.MAX_UPLOAD_MB} MB limit")
-    return data
-
-
-def _decode_upload(data: bytes) -> DecodedImage:
+def _read_image(file: UploadedFile) -> tuple[bytes, DecodedImage]:
+    """The upload's bytes and pixels under the dataset uploads' limits (MAX_UPLOAD_MB, MAX_IMAGE_MEGAPIXELS);
+    either refusal is the old tool's ``invalid_image``, its detail the dataset upload's rejection text."""
     try:
-        return decode_image(data, max_pixels=settings.MAX_IMAGE_MEGAPIXELS * 1_000_000)
+        data = read_upload(file)
+    except UploadTooLarge as exc:
+        raise ServiceError("invalid_image", exc.error) from None
+    try:
+        return data, decode_image(data, max_pixels=max_image_pixels())
     except ImageDecodeError as exc:
         raise ServiceError("invalid_image", str(exc)) from exc
 
 
 def _create_session(*, owner: AbstractBaseUser, file: UploadedFile) -> tuple[LegacySession, DecodedImage]:
-    data = _read_upload(file)
-    image = _decode_upload(data)
-    filename = _display_filename(file.name)
+    data, image = _read_image(file)
+    # The display name follows the dataset uploads' rule (sanitize_filename), so one name reads the same
+    # in both flows.
+    filename = sanitize_filename(file.name or "")
     session = LegacySession(
         owner=owner,
         filename=filename,
@@ -134,21 +130,6 @@ def _session_image(session: LegacySession) -> DecodedImage:
 # --- segmentation --------------------------------------------------------------------------------------
 
 
-def parse_top_k(value: Any) -> int:
-    """``top_k`` as sent (number or numeric string), default 3; ServiceError ``invalid_top_k`` otherwise."""
-    if value is None or value == "":
-        return MAX_CANDIDATES
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-        if not math.isfinite(number) or number != int(number) or number < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ServiceError("invalid_top_k", "top_k must be a positive integer") from None
-    return int(number)
-
-
 def _pixel_points(raw: Any, *, width: int, height: int) -> list[dict]:
     """Validate pixel points (PointValidationError with the index of the bad one) and keep them as numbers."""
     parsed = parse_points(raw, units="px", width=width, height=height)
@@ -158,23 +139,41 @@ def _pixel_points(raw: Any, *, width: int, height: int) -> list[dict]:
     ]
 
 
+def _session_embedding(
+    session: LegacySession, segmenter: Segmenter, image: DecodedImage | None = None
+) -> Embedding:
+    """The session image's embedding from the previews' cache; the stored file is decoded only on a miss
+    (``image``: the pixels when the caller already has them)."""
+    embedding, _cached = content_embedding(
+        sha256=session.sha256,
+        size=(session.width, session.height),
+        segmenter=segmenter,
+        load=(lambda: image) if image is not None else (lambda: _session_image(session)),
+    )
+    return embedding
+
+
 def legacy_segment(
-    *, session: LegacySession, points: Sequence[Mapping] | None, accumulate: bool = True, top_k: int = 3
+    *,
+    session: LegacySession,
+    points: Sequence[Mapping] | None,
+    accumulate: bool = True,
+    top_k: int = MAX_CANDIDATES,
 ) -> LegacySegmentation:
     """Segment the session's image from pixel points (the old ``/sam/segment``).
 
     With ``accumulate`` the points are added to the session's earlier points, otherwise they replace them;
-    the session keeps the result. The image embedding comes from the shared cache (encoded at most once per
-    image content and model). Raises PointValidationError (bad point, with its index), ServiceError
-    ``no_points`` when no point is left, SegmenterUnavailable when SAM is required but absent.
+    the session keeps the result. Masks come from ``datasets.services.previews`` (the shared embedding cache:
+    encoded at most once per image content and model; candidates best first, at most ``min(top_k,
+    MAX_CANDIDATES)``). Raises PointValidationError (bad point, with its index), ServiceError ``no_points``
+    when no point is left, SegmenterUnavailable when SAM is required but absent.
     """
     check_points_limit(len(points or []) if isinstance(points, list) else 0)
     new_points = _pixel_points(
         points if points is not None else [], width=session.width, height=session.height
     )
     segmenter = app_segmenter()
-    image = _session_image(session)
-    embedding, _cached = embedding_for(sha256=session.sha256, rgb=image.rgb)
+    embedding = _session_embedding(session, segmenter)
     with transaction.atomic():
         # The row lock serialises concurrent clicks on one image, so no accumulated point is lost.
         locked = LegacySession.objects.select_for_update().get(pk=session.pk)
@@ -187,12 +186,25 @@ def legacy_segment(
         locked.save(update_fields=["points", "updated"])
     session.points = combined
     parsed = parse_points(combined, units="px", width=session.width, height=session.height)
-    coords, labels = denormalize(parsed, session.width, session.height)
-    candidates = sorted(segmenter.predict(embedding, coords, labels, multimask=True), key=lambda c: -c.score)
-    return LegacySegmentation(candidates=candidates[: min(top_k, MAX_CANDIDATES)], points=combined)
+    candidates = best_candidates(segmenter=segmenter, embedding=embedding, points=parsed)
+    return LegacySegmentation(candidates=candidates[:top_k], points=combined)
 
 
 # --- components ----------------------------------------------------------------------------------------
+
+
+def whole_number(value: Any) -> int:
+    """An integer field as the old clients send it: a finite whole number or a numeric string (``"2"``,
+    ``2.0``), never a bool; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("a bool is not a number")
+    try:
+        number = float(value)
+    except TypeError:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"not a whole number: {value!r}")
+    return int(number)
 
 
 def _parse_score(value: Any) -> float:
@@ -210,15 +222,17 @@ def _parse_score(value: Any) -> float:
 
 
 def _component_name(value: Any, number: int) -> str:
+    """The datasets' display-name rule (``clean_display_name``), except that no name, or one left blank once
+    cleaned, is the old tool's default ``component_<number>``."""
     if value is None:
         return f"component_{number}"
-    if not isinstance(value, str):
-        raise ServiceError("invalid_name", "name must be a string")
-    cleaned = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
-    max_length = Component._meta.get_field("name").max_length
-    if len(cleaned) > max_length:
-        raise ServiceError("invalid_name", f"name is longer than {max_length} characters")
-    return cleaned or f"component_{number}"
+    try:
+        cleaned = clean_display_name(value, max_length=sys.maxsize)
+    except ServiceError:
+        if isinstance(value, str):  # a string is refused only when blank: the default name
+            return f"component_{number}"
+        raise
+    return clean_display_name(cleaned, max_length=Component._meta.get_field("name").max_length)
 
 
 def decode_session_mask(session: LegacySession, mask_png: Any) -> np.ndarray:
@@ -273,16 +287,11 @@ def _component_number(value: Any, index: int) -> int | None:
     if value is None or value == "":
         return None
     try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-        if not math.isfinite(number) or number != int(number):
-            raise ValueError
-    except (TypeError, ValueError):
+        return whole_number(value)
+    except ValueError:
         raise ServiceError(
             "invalid_edits", "component_id must be an integer", field="component_id", index=index
         ) from None
-    return int(number)
 
 
 def legacy_apply(*, session: LegacySession, edits: Any, export_mask: bool = False) -> LegacyApplyResult:
@@ -365,10 +374,8 @@ def batch_image_process(
         mask, score = np.ones((image.height, image.width), dtype=bool), 1.0
     else:
         segmenter = app_segmenter()
-        embedding, _cached = embedding_for(sha256=session.sha256, rgb=image.rgb)
-        coords, labels = denormalize([Point(0.5, 0.5, True)], image.width, image.height)
-        candidates = segmenter.predict(embedding, coords, labels, multimask=True)
-        best = max(candidates, key=lambda c: c.score)
+        embedding = _session_embedding(session, segmenter, image)
+        best = best_candidates(segmenter=segmenter, embedding=embedding, points=[Point(0.5, 0.5, True)])[0]
         mask, score = best.mask, float(best.score)
     if mask.any():
         _store_component(session=session, mask=mask, score=score, name=f"batch_{mode}")

@@ -36,6 +36,7 @@ from datasets.jobs.outputs import recent_outputs
 from datasets.jobs.relay import relay_events
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, ItemStatus, JobItem, Variant
 from imaging.codecs import b64encode, decode_image, encode_image, encode_mask_png
+from legacy.wire import image_event
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +194,7 @@ class _Relay:
 
 
 def _item_base(job: GenerationJob, item: JobItem) -> dict:
-    return {
-        "index": item.index,
-        "total": job.total_items,
-        "filename": item.image.filename,
-        "image_id": item.image.id.hex,
-    }
+    return image_event(item.index, job.total_items, item.image)
 
 
 def _variant_bytes(relay: _Relay, job: GenerationJob, variant: Variant) -> tuple[bytes, bytes | None]:

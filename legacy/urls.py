@@ -7,26 +7,26 @@ from __future__ import annotations
 
 from django.urls import re_path
 
-from legacy import views
+from legacy.views import batch, dataset_flow, single_image
 from samsite.views import health
 
 ROUTES = [
     ("health", health, "health"),
-    ("dataset/init", views.DatasetInitView.as_view(), "dataset-init"),
-    ("dataset/template/save", views.TemplateSaveView.as_view(), "template-save"),
-    ("dataset/templates", views.TemplateListView.as_view(), "templates"),
-    ("dataset/point_preview", views.PointPreviewView.as_view(), "point-preview"),
-    ("dataset/template/preview", views.TemplatePreviewView.as_view(), "template-preview"),
-    ("dataset/precompute", views.PrecomputeView.as_view(), "precompute"),
-    ("dataset/prewarm", views.PrewarmView.as_view(), "prewarm"),
-    ("dataset/apply_stream", views.ApplyStreamView.as_view(), "apply-stream"),
-    ("init", views.LegacyInitView.as_view(), "init"),
-    ("segment", views.LegacySegmentView.as_view(), "segment"),
-    ("save_component", views.LegacySaveComponentView.as_view(), "save-component"),
-    ("components", views.LegacyComponentsView.as_view(), "components"),
-    ("apply", views.LegacyApplyView.as_view(), "apply"),
-    ("batch_process", views.BatchProcessView.as_view(), "batch-process"),
-    ("batch_process_stream", views.BatchProcessStreamView.as_view(), "batch-process-stream"),
+    ("dataset/init", dataset_flow.DatasetInitView.as_view(), "dataset-init"),
+    ("dataset/template/save", dataset_flow.TemplateSaveView.as_view(), "template-save"),
+    ("dataset/templates", dataset_flow.TemplateListView.as_view(), "templates"),
+    ("dataset/point_preview", dataset_flow.PointPreviewView.as_view(), "point-preview"),
+    ("dataset/template/preview", dataset_flow.TemplatePreviewView.as_view(), "template-preview"),
+    ("dataset/precompute", dataset_flow.PrecomputeView.as_view(), "precompute"),
+    ("dataset/prewarm", dataset_flow.PrewarmView.as_view(), "prewarm"),
+    ("dataset/apply_stream", dataset_flow.ApplyStreamView.as_view(), "apply-stream"),
+    ("init", single_image.LegacyInitView.as_view(), "init"),
+    ("segment", single_image.LegacySegmentView.as_view(), "segment"),
+    ("save_component", single_image.LegacySaveComponentView.as_view(), "save-component"),
+    ("components", single_image.LegacyComponentsView.as_view(), "components"),
+    ("apply", single_image.LegacyApplyView.as_view(), "apply"),
+    ("batch_process", batch.BatchProcessView.as_view(), "batch-process"),
+    ("batch_process_stream", batch.BatchProcessStreamView.as_view(), "batch-process-stream"),
 ]
 
 PREFIXES = {"sam/": "seed", "api/sam/": "seed-api"}

@@ -33,6 +33,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -159,24 +160,35 @@ def _size_text(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB"
 
 
-def _too_large(size: int) -> _Rejected:
-    return _Rejected(f"file_too_large: {_size_text(size)} exceeds the {settings.MAX_UPLOAD_MB} MB limit")
+class UploadTooLarge(_Rejected):
+    """A file over MAX_UPLOAD_MB; ``error`` is ``"file_too_large: <size> exceeds the <n> MB limit"``."""
+
+
+def _too_large(size: int) -> UploadTooLarge:
+    return UploadTooLarge(f"file_too_large: {_size_text(size)} exceeds the {settings.MAX_UPLOAD_MB} MB limit")
+
+
+def read_upload(upload: UploadedFile) -> bytes:
+    """All of ``upload``'s bytes, read chunk by chunk; UploadTooLarge as soon as it is over MAX_UPLOAD_MB
+    (a declared size over the limit refuses it before anything is read)."""
+    limit = max_upload_bytes()
+    if upload.size is not None and upload.size > limit:
+        raise _too_large(upload.size)
+    chunks, total = [], 0
+    for chunk in upload.chunks():
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(total)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _uploaded_source(upload: UploadedFile) -> _Source:
-    def read() -> bytes:
-        limit = max_upload_bytes()
-        if upload.size is not None and upload.size > limit:
-            raise _too_large(upload.size)
-        chunks, total = [], 0
-        for chunk in upload.chunks():
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(total)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    return _Source(original_name=str(upload.name or "upload"), declared_size=upload.size, read=read)
+    return _Source(
+        original_name=str(upload.name or "upload"),
+        declared_size=upload.size,
+        read=partial(read_upload, upload),
+    )
 
 
 def _zip_error(reason: str, explanation: str) -> ServiceError:

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -39,7 +39,7 @@ from datasets.image_io import decode_stored_image
 from datasets.models import ComposeMode, DatasetImage
 from datasets.segmentation import app_segmenter, embedding_cache, embedding_for
 from datasets.services.datasets import working_copy_name
-from imaging.codecs import DecodedImage, decode_image, encode_image
+from imaging.codecs import DecodedImage, b64encode, decode_image, encode_image, encode_mask_png
 from imaging.errors import CheckpointError, ImageDecodeError, SegmenterUnavailable
 from imaging.pipeline import TemplateSpec, VariantResult, generate_for_image
 from imaging.points import Point, denormalize, denormalize_box
@@ -48,6 +48,7 @@ from samsite.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
+#: SAM answers at most three candidate masks per prompt (its multimask output).
 MAX_CANDIDATES = 3
 #: Embeddings kept in memory for back-to-back previews (a SAM embedding is 2 MB as float16).
 RECENT_EMBEDDINGS = 8
@@ -128,15 +129,43 @@ class _RecentEmbeddings:
 recent_embeddings = _RecentEmbeddings(RECENT_EMBEDDINGS)
 
 
-def _cached_embedding(image: DatasetImage, segmenter: Segmenter) -> Embedding | None:
-    """The embedding without running the encoder: memory first, then the disk cache (None on a miss)."""
-    key = recent_embeddings.key(image.sha256, segmenter)
+def _cached_embedding(sha256: str, segmenter: Segmenter) -> Embedding | None:
+    """The embedding of this content without running the encoder: memory first, then the disk cache (None
+    on a miss)."""
+    key = recent_embeddings.key(sha256, segmenter)
     embedding = recent_embeddings.get(key)
     if embedding is None and segmenter.cacheable:
-        embedding = embedding_cache().get(image.sha256, segmenter.fingerprint)
+        embedding = embedding_cache().get(sha256, segmenter.fingerprint)
         if embedding is not None:
             recent_embeddings.put(key, embedding)
     return embedding
+
+
+def content_embedding(
+    *,
+    sha256: str,
+    size: tuple[int, int],
+    segmenter: Segmenter,
+    load: Callable[[], DecodedImage],
+) -> tuple[Embedding, bool]:
+    """The embedding of the image whose content hash is ``sha256`` and whether it was cached.
+
+    Memory first, then the disk cache; only on a miss is ``load()`` called for the pixels to encode (the
+    full image, or a smaller working copy: the embedding answers masks at ``size`` = ``(width, height)``
+    either way). Every segmenting caller (dataset previews, the legacy single-image and batch endpoints)
+    comes through here, so one image content is encoded at most once per model.
+    """
+    cached = _cached_embedding(sha256, segmenter)
+    if cached is not None:
+        return cached, True
+    decoded = load()
+    embedding, hit = embedding_for(sha256=sha256, rgb=decoded.rgb, segmenter=segmenter)
+    width, height = size
+    if (decoded.width, decoded.height) != size:
+        # Encoded from a working copy: masks come back at the image's own size, as from a full encode.
+        embedding = dataclasses.replace(embedding, original_size=(height, width))
+    recent_embeddings.put(recent_embeddings.key(sha256, segmenter), embedding)
+    return embedding, hit
 
 
 def _embedding(
@@ -147,20 +176,46 @@ def _embedding(
     ``decoded`` is the full-resolution image when the caller already has it. A backend that stores no
     embeddings (classical) encodes from the working copy instead, so a large image is never decoded again.
     """
-    cached = _cached_embedding(image, segmenter)
-    if cached is not None:
-        return cached, True
-    if not segmenter.cacheable and decoded is None:
-        work = working_image(image)
-        embedding, hit = embedding_for(sha256=image.sha256, rgb=work.rgb, segmenter=segmenter)
-        # Masks come back at the image's own size, as from a full-resolution encode.
-        embedding = dataclasses.replace(embedding, original_size=(image.height, image.width))
-    else:
-        if decoded is None:
-            decoded = decode_stored_image(image.file)
-        embedding, hit = embedding_for(sha256=image.sha256, rgb=decoded.rgb, segmenter=segmenter)
-    recent_embeddings.put(recent_embeddings.key(image.sha256, segmenter), embedding)
-    return embedding, hit
+
+    def load() -> DecodedImage:
+        if decoded is not None:
+            return decoded
+        return decode_stored_image(image.file) if segmenter.cacheable else working_image(image)
+
+    return content_embedding(
+        sha256=image.sha256, size=(image.width, image.height), segmenter=segmenter, load=load
+    )
+
+
+def best_candidates(
+    *,
+    segmenter: Segmenter,
+    embedding: Embedding,
+    points: Sequence[Point],
+    box: tuple[float, float, float, float] | None = None,
+) -> list[MaskCandidate]:
+    """The candidate masks for normalised ``points`` and/or a normalised ``box``, at the embedding's image
+    size: SAM's multimask answer, best score first, at most MAX_CANDIDATES (ties keep the model's order)."""
+    height, width = embedding.original_size
+    coords, labels = denormalize(list(points), width, height)
+    pixel_box = denormalize_box(box, width, height) if box is not None else None
+    candidates = segmenter.predict(embedding, coords, labels, multimask=True, box=pixel_box)
+    return sorted(candidates, key=lambda candidate: candidate.score, reverse=True)[:MAX_CANDIDATES]
+
+
+def mask_candidates_json(candidates: Sequence[MaskCandidate]) -> list[dict]:
+    """The wire form of candidate masks (REST segment and the legacy ``/sam/segment``), in the given order:
+    ``{rank (from 1), score, area, bbox ([x0, y0, x1, y1] or None), mask_png (base64 PNG, no data: prefix)}``."""
+    return [
+        {
+            "rank": rank,
+            "score": float(candidate.score),
+            "area": candidate.area,
+            "bbox": list(candidate.bbox) if candidate.bbox is not None else None,
+            "mask_png": b64encode(encode_mask_png(candidate.mask)),
+        }
+        for rank, candidate in enumerate(candidates, start=1)
+    ]
 
 
 # --- per-user view of the shared cache (no cross-user oracle) ---------------------------------------------
@@ -238,12 +293,9 @@ def segment_preview(
         segmenter = app_segmenter(image.dataset)
         embedding, hit = _embedding(image, segmenter)
         cached = embedding_seen_by_owner(image, segmenter) and hit
-        height, width = embedding.original_size
-        coords, labels = denormalize(points, width, height)
-        pixel_box = denormalize_box(box, width, height) if box is not None else None
-        candidates = segmenter.predict(embedding, coords, labels, multimask=True, box=pixel_box)
-    best_first = sorted(candidates, key=lambda candidate: candidate.score, reverse=True)[:MAX_CANDIDATES]
-    return SegmentPreview(candidates=best_first, width=width, height=height, cached=cached)
+        candidates = best_candidates(segmenter=segmenter, embedding=embedding, points=points, box=box)
+    height, width = embedding.original_size
+    return SegmentPreview(candidates=candidates, width=width, height=height, cached=cached)
 
 
 def edit_preview(
@@ -291,7 +343,7 @@ def embeddings_prewarm(*, images: Iterable[DatasetImage]) -> Iterator[PrewarmPro
             computed = False
             if segmenter.cacheable:
                 try:
-                    if _cached_embedding(image, segmenter) is None:
+                    if _cached_embedding(image.sha256, segmenter) is None:
                         _embedding(image, segmenter, decode_stored_image(image.file))
                     # Reported per owner: "computed" unless this user had already prepared it.
                     computed = not embedding_seen_by_owner(image, segmenter)

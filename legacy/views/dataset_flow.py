@@ -1,32 +1,27 @@
-"""The seed-compatible endpoints (``shared/design/SEED_API.md``), as thin adapters over the shared services.
+"""The seed dataset flow (``/sam/dataset/...``), as thin adapters over the shared services.
 
-Dataset workflow: uploads (``images_upload``), templates (``template_create``), previews and prewarm
+Uploads (``images_upload``), templates (``template_create``), previews and prewarm
 (``datasets.services.previews``) and generation (``job_create`` + the runner) are the same code the REST API
-and the pages call; these views only translate the old request and response shapes. The old ids are our
-records' hex ids (dataset, image, template; a legacy ``image_id`` is a LegacySession).
-
-Legacy single-image and batch endpoints: ``legacy.services``.
+and the pages call; these views only translate the old request and response shapes (``legacy.wire``). The
+old ids are our records' hex ids (dataset, image, template).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.uploadedfile import UploadedFile
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from datasets.image_io import read_file_bytes
 from datasets.jobs.services import job_create
 from datasets.jobs.snapshots import spec_for_template
-from datasets.models import Dataset, ImageClass, JobSource, OutputFormat
+from datasets.models import Dataset, JobSource
 from datasets.prompts import check_templates_per_preview, points_from_input
 from datasets.segmentation import app_segmenter, app_segmenter_status
 from datasets.selectors import image_list_for_dataset
@@ -41,89 +36,33 @@ from datasets.services.previews import (
     working_image,
 )
 from imaging.codecs import b64encode, encode_image, encode_mask_png
-from imaging.edits import EDIT_FIELDS, Edits
-from imaging.errors import EditValidationError, ImagingError
+from imaging.edits import EDIT_FIELDS
+from imaging.errors import EditValidationError
 from legacy.http import SeedUploadView, SeedView, as_bool, seed_error
-from legacy.models import Component
-from legacy.services import (
-    batch_check,
-    batch_image_process,
-    component_save,
-    legacy_apply,
-    legacy_segment,
-    legacy_session_create,
-    parse_top_k,
+from legacy.streams import Rendition, event_stream_response, iterator_stream, job_relay
+from legacy.wire import (
+    MESSAGE_AS_CODE,
+    image_event,
+    message_error,
+    parse_class,
+    parse_format,
+    template_json,
+    uploaded_files,
 )
-from legacy.streams import Rendition, calls_stream, event_stream_response, iterator_stream, job_relay
 from samsite.errors import ServiceError
-from samsite.parsers import loads_limited
 from templates_app.models import Template
 from templates_app.selectors import template_list_for_dataset
 from templates_app.services import template_create
-
-#: Upload errors whose old wire form is the message itself (``{"error": "max_images_exceeded:12/10"}``).
-_MESSAGE_AS_CODE = frozenset({"no_files", "max_images_exceeded", "zip_error"})
-_FORMATS = {
-    "png": OutputFormat.PNG,
-    "jpeg": OutputFormat.JPEG,
-    "jpg": OutputFormat.JPEG,
-    "webp": OutputFormat.WEBP,
-}
-
-
-# --- shared request parsing ------------------------------------------------------------------------------
-
-
-def _files(request: Request, *names: str) -> list[UploadedFile]:
-    return [upload for name in names for upload in request.FILES.getlist(name)]
-
-
-def _parse_format(value: Any) -> str:
-    if value in (None, ""):
-        return OutputFormat.PNG
-    fmt = _FORMATS.get(str(value).strip().lower())
-    if fmt is None:
-        raise ServiceError("invalid_format", "format must be one of png, jpeg, webp", field="format")
-    return fmt
-
-
-def _parse_class(value: Any, field: str) -> str:
-    cleaned = "" if value in (None, "none", "all") else value
-    if cleaned not in ImageClass.values:
-        raise ServiceError("invalid_class", f"{field} must be one of '', 'pass', 'fail'", field=field)
-    return cleaned
-
-
-def _message_error(exc: ServiceError) -> ServiceError:
-    """The old tool's wire form of an upload error: the message is the ``error`` (the code stays as ``code``)."""
-    error = ServiceError(exc.message, exc.message, status=exc.status, **exc.extra)
-    error.extra["code"] = exc.code
-    return error
-
-
-def _template_json(template: Template) -> dict:
-    return {
-        "id": template.id.hex,
-        "template_id": template.id.hex,
-        "name": template.name,
-        "class": template.image_class,
-        "points_count": template.points_count,
-        "points": template.points,
-        "image_id": template.reference_image_id.hex if template.reference_image_id else None,
-    }
-
-
-# --- dataset workflow ------------------------------------------------------------------------------------
 
 
 class DatasetInitView(SeedUploadView):
     """POST dataset/init: a new dataset from ``images`` / ``images[]`` files and/or one ``zip``."""
 
     def post(self, request: Request) -> Response:
-        files = _files(request, "images", "images[]")
+        files = uploaded_files(request, "images", "images[]")
         archive = request.FILES.get("zip")
         if not files and archive is None:
-            raise _message_error(ServiceError("no_files", "provide images[] or zip"))
+            raise message_error(ServiceError("no_files", "provide images[] or zip"))
         name = PurePath(archive.name).stem[:200] if archive is not None and archive.name else ""
         dataset = dataset_create(
             owner=request.user, name=name or f"Dataset {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
@@ -132,8 +71,8 @@ class DatasetInitView(SeedUploadView):
             result = images_upload(dataset=dataset, files=files, archive=archive)
         except ServiceError as exc:
             dataset_delete(dataset=dataset)  # nothing left behind
-            if exc.code in _MESSAGE_AS_CODE:
-                raise _message_error(exc) from exc
+            if exc.code in MESSAGE_AS_CODE:
+                raise message_error(exc) from exc
             raise
         rejected = [{"filename": r.filename, "error": r.error} for r in result.rejected]
         if not result.created:
@@ -186,10 +125,10 @@ class TemplateSaveView(SeedView):
             box=data.get("box"),
             mask_choice=data.get("mask_choice", "best"),
             name="" if name is None else name,
-            image_class=_parse_class(data.get("class", data.get("image_class")), "class"),
+            image_class=parse_class(data.get("class", data.get("image_class")), "class"),
             reference_image=reference,
         )
-        body = _template_json(template)
+        body = template_json(template)
         # box and mask_choice echo the optional fields of this save only: the seed's listing keeps its shape.
         return Response(
             {**body, "count": template.points_count, "box": template.box, "mask_choice": template.mask_choice}
@@ -201,9 +140,7 @@ class TemplateListView(SeedView):
 
     def get(self, request: Request) -> Response:
         dataset = self.get_dataset(self.request.query_params.get("dataset_id"))
-        return Response(
-            {"templates": [_template_json(t) for t in template_list_for_dataset(dataset=dataset)]}
-        )
+        return Response({"templates": [template_json(t) for t in template_list_for_dataset(dataset=dataset)]})
 
 
 class PointPreviewView(SeedView):
@@ -283,7 +220,7 @@ class TemplatePreviewView(SeedView):
         if data.get("image_id"):
             image = self.get_image(data["image_id"], dataset=dataset)
         else:
-            image_class = _parse_class(data.get("class_filter"), "class_filter")
+            image_class = parse_class(data.get("class_filter"), "class_filter")
             images = image_list_for_dataset(dataset=dataset)
             image = (images.filter(image_class=image_class) if image_class else images).first()
             if image is None:
@@ -348,10 +285,7 @@ class PrewarmView(SeedView):
         def to_event(progress: PrewarmProgress) -> dict:
             counts["total"] = progress.total
             event: dict[str, Any] = {
-                "index": progress.index,
-                "total": progress.total,
-                "filename": progress.image.filename,
-                "image_id": progress.image.id.hex,
+                **image_event(progress.index, progress.total, progress.image),
                 "ms": progress.ms,
             }
             if progress.error:
@@ -402,7 +336,7 @@ class ApplyStreamView(SeedView):
         # The stored job keeps full-size outputs in the requested format (PNG by default); the stream
         # carries the seed rendition: the request's format, else SEED_OUTPUT_FORMAT, at most SEED_MAX_SIDE.
         requested = data.get("format")
-        output_format = _parse_format(requested)
+        output_format = parse_format(requested)
         rendition = Rendition(
             fmt=output_format if requested not in (None, "") else settings.SEED_OUTPUT_FORMAT,
             quality=settings.SEED_OUTPUT_QUALITY,
@@ -420,189 +354,3 @@ class ApplyStreamView(SeedView):
         response = event_stream_response(job_relay(job.id, rendition=rendition))
         response["X-Job-Id"] = job.id.hex
         return response
-
-
-# --- legacy single-image flow ----------------------------------------------------------------------------
-
-
-def _component_json(component: Component) -> dict:
-    return {
-        "id": component.number,
-        "bbox": component.bbox or None,
-        "area": component.area,
-        "score": component.score,
-        "name": component.name,
-    }
-
-
-class LegacyInitView(SeedUploadView):
-    """POST init: multipart ``image`` -> a new session (``image_id``)."""
-
-    def post(self, request: Request) -> Response:
-        upload = request.FILES.get("image") or request.FILES.get("file")
-        if upload is None:
-            raise ServiceError("image file required", "send the image as multipart field 'image'")
-        session = legacy_session_create(owner=request.user, file=upload)
-        return Response(
-            {
-                "image_id": session.id.hex,
-                "width": session.width,
-                "height": session.height,
-                "filename": session.filename,
-            }
-        )
-
-
-class LegacySegmentView(SeedView):
-    """POST segment: pixel points -> candidate masks, best first."""
-
-    throttle_scope = "previews"
-
-    def post(self, request: Request) -> Response:
-        data = self.body()
-        session = self.get_session(data.get("image_id"))
-        accumulate = True if data.get("accumulate") is None else as_bool(data["accumulate"])
-        result = legacy_segment(
-            session=session,
-            points=data.get("points"),
-            accumulate=accumulate,
-            top_k=parse_top_k(data.get("top_k")),
-        )
-        candidates = [
-            {
-                "rank": rank,
-                "score": float(candidate.score),
-                "area": candidate.area,
-                "bbox": list(candidate.bbox) if candidate.bbox else None,
-                "mask_png": b64encode(encode_mask_png(candidate.mask)),
-            }
-            for rank, candidate in enumerate(result.candidates, start=1)
-        ]
-        positive = sum(1 for point in result.points if point["positive"])
-        return Response(
-            {
-                "candidates": candidates,
-                "points": result.points,
-                "image_id": session.id.hex,
-                "point_summary": {
-                    "total": len(result.points),
-                    "positive": positive,
-                    "negative": len(result.points) - positive,
-                },
-            }
-        )
-
-
-class LegacySaveComponentView(SeedView):
-    """POST save_component: keep a mask as the image's next component (ids from 1)."""
-
-    def post(self, request: Request) -> Response:
-        data = self.body()
-        session = self.get_session(data.get("image_id"))
-        component = component_save(
-            session=session, mask_png=data.get("mask_png"), score=data.get("score"), name=data.get("name")
-        )
-        return Response({"component": _component_json(component), "image_id": session.id.hex})
-
-
-class LegacyComponentsView(SeedView):
-    """GET components?image_id=...: the image's saved components in id order."""
-
-    def get(self, request: Request) -> Response:
-        session = self.get_session(self.request.query_params.get("image_id"))
-        components = session.components.order_by("number")
-        return Response({"components": [_component_json(c) for c in components], "image_id": session.id.hex})
-
-
-class LegacyApplyView(SeedView):
-    """POST apply: edits in list order, each inside its component."""
-
-    def post(self, request: Request) -> Response:
-        data = self.body()
-        session = self.get_session(data.get("image_id"))
-        result = legacy_apply(
-            session=session, edits=data.get("edits"), export_mask=as_bool(data.get("export_mask"))
-        )
-        body = {"image_id": session.id.hex, "variant_png": b64encode(encode_image(result.rgb, "png"))}
-        if result.mask is not None:
-            body["component_mask_png"] = b64encode(encode_mask_png(result.mask))
-        return Response(body)
-
-
-# --- legacy batch ----------------------------------------------------------------------------------------
-
-
-def _batch_edits(value: Any) -> Edits:
-    if value in (None, ""):
-        return Edits()
-    if isinstance(value, str):
-        try:
-            value = loads_limited(value)
-        except ValueError:
-            raise ServiceError("invalid edits JSON", "edits must be a JSON object string") from None
-    if value is None:
-        return Edits()
-    if not isinstance(value, Mapping):
-        raise ServiceError("invalid edits JSON", "edits must be a JSON object")
-    return Edits.from_dict(value, strict=False)
-
-
-def _batch_item(
-    *, owner: AbstractBaseUser, upload: UploadedFile, mode: str, edits: Edits, export_mask: bool
-) -> dict:
-    filename = upload.name or "image"
-    try:
-        result = batch_image_process(
-            owner=owner, file=upload, mode=mode, edits=edits, export_mask=export_mask
-        )
-    except (ServiceError, ImagingError) as exc:
-        _status, body = seed_error(exc)
-        return {"filename": filename, "error": body["detail"], "code": body["error"]}
-    item = {
-        "filename": filename,
-        "image_id": result.session.id.hex,
-        "variant_png": b64encode(result.variant_png),
-        "mode": mode,
-        "score": result.score,
-    }
-    if result.mask_png is not None:
-        item["component_mask_png"] = b64encode(result.mask_png)
-    return item
-
-
-class _BatchView(SeedUploadView):
-    def batch_calls(self) -> list:
-        uploads = _files(self.request, "images", "images[]", "image")
-        if not uploads:
-            raise ServiceError("image file required", "send the images as multipart field 'images'")
-        data = self.request.data
-        mode = str(data.get("mode") or "full").strip()
-        edits = _batch_edits(data.get("edits"))
-        batch_check(mode=mode)
-        export_mask = as_bool(data.get("export_mask"))
-        return [
-            partial(
-                _batch_item,
-                owner=self.request.user,
-                upload=upload,
-                mode=mode,
-                edits=edits,
-                export_mask=export_mask,
-            )
-            for upload in uploads
-        ]
-
-
-class BatchProcessView(_BatchView):
-    """POST batch_process: every file processed with the global edits; one JSON answer."""
-
-    def post(self, request: Request) -> Response:
-        results = [call() for call in self.batch_calls()]
-        return Response({"results": results, "count": len(results)})
-
-
-class BatchProcessStreamView(_BatchView):
-    """POST batch_process_stream: as batch_process, one SSE event per file as it is done, then ``[DONE]``."""
-
-    def post(self, request: Request):
-        return event_stream_response(calls_stream("batch", self.batch_calls()))
