@@ -11,9 +11,10 @@ files, then commit (variants, item, counters, ``item`` event in one transaction 
 A failing image fails its item (the reason is kept) and the chunk goes on.
 
 Overlap: a two-thread pool *prepares* the next image (decode, then its embedding from the cache or the
-encoder) and encodes/stores the current image's outputs, while the worker thread predicts masks, renders edits
-and commits (cv2/PIL/zlib and torch release the GIL). Each image is committed, and its event sent, as soon as
-its own outputs are stored. The pool never touches the database.
+encoder) and *renders* the previous one (edits, output encodes, store), while the worker thread predicts the
+current image's masks and commits the previous one once they are predicted (cv2/PIL/zlib/numpy and torch
+release the GIL, so on two cores the model, the edits and the codecs run at once). Images are committed, and
+their events sent, in order, one image behind the predictions. The pool never touches the database.
 
 Cancel and leases: before every image the worker renews its lease on the chunk's remaining items and reads the
 job's cancel flag; on a cancel it releases the items it has not started, so a cancel takes effect within one
@@ -199,15 +200,21 @@ class _ChunkProcessor:
     def run(self) -> None:
         items = list(self.claim.items)
         started = time.perf_counter()
+        # Two pool threads: one prepares the next image while the other renders, encodes and stores the
+        # previous one; this thread predicts, and commits each image once the next one's masks are predicted,
+        # so on two cores the model, the edits and the codecs run at the same time.
+        pending: _Outcome | None = None
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="samgen-io") as pool:
             upcoming: Future | None = pool.submit(self._prepare, items[0]) if items else None
             for position, item in enumerate(items):
-                remaining = items[position:]
-                held = services.items_heartbeat(worker=self.worker, item_ids=[i.pk for i in remaining])
+                remaining = [i.pk for i in items[position:]]
+                in_flight = [pending.item.pk] if pending is not None else []
+                held = services.items_heartbeat(worker=self.worker, item_ids=in_flight + remaining)
                 if self._cancel_requested():
                     if upcoming is not None:
                         upcoming.cancel()
-                    services.items_release(worker=self.worker, job=self.job, item_ids=held)
+                    not_started = [pk for pk in held if pk in remaining]
+                    services.items_release(worker=self.worker, job=self.job, item_ids=not_started)
                     break
                 prepared = upcoming.result()
                 has_next = position + 1 < len(items)
@@ -215,7 +222,12 @@ class _ChunkProcessor:
                 if item.pk not in held:
                     logger.warning("job %s: lost the lease on item %s; skipping it", self.job.id, item.index)
                     continue
-                self._commit(self._process(prepared, pool))
+                outcome = self._process(prepared, pool)
+                if pending is not None:
+                    self._commit(pending)
+                pending = outcome
+            if pending is not None:
+                self._commit(pending)  # its work is done (a cancel stops what has not started)
         self.timings["wall"] = self.timings.get("wall", 0.0) + (time.perf_counter() - started) * 1000
 
     def _cancel_requested(self) -> bool:
@@ -273,11 +285,6 @@ class _ChunkProcessor:
                     width=image.width,
                     height=image.height,
                 )
-            with _timed(outcome.timings, "edit"):
-                if self.annotate:
-                    results = _annotation_results(masks, prepared.applicable)
-                else:
-                    results = render_variants(image, masks, prepared.applicable, compose=self.job.compose)
         except DatabaseError:
             raise
         except Exception as exc:
@@ -286,11 +293,24 @@ class _ChunkProcessor:
             )
             outcome.status, outcome.error = ItemStatus.FAILED, _describe(exc)
             return outcome
-        if not results:
-            outcome.status = ItemStatus.SKIPPED
-            return outcome
-        outcome.stored = pool.submit(self._encode_and_store, prepared.item, results, masks)
+        outcome.stored = pool.submit(self._render_and_store, prepared, masks)
         return outcome
+
+    def _render_and_store(self, prepared: _Prepared, masks) -> tuple[list[_StoredFile], dict[str, float]]:
+        """Pool thread: render the edits inside the masks (annotate renders nothing), then encode and store
+        the outputs; returns the stored files ([] when no template gave a variant) and the stage timings."""
+        timings: dict[str, float] = {}
+        with _timed(timings, "edit"):
+            if self.annotate:
+                results = _annotation_results(masks, prepared.applicable)
+            else:
+                results = render_variants(
+                    prepared.image, masks, prepared.applicable, compose=self.job.compose
+                )
+        if not results:
+            return [], timings
+        stored, timings["encode"], timings["store"] = self._encode_and_store(prepared.item, results, masks)
+        return stored, timings
 
     def _keys(self) -> list[str]:
         return [spec.id for spec in self.specs] if self.each else [STACK_TEMPLATE_KEY]
@@ -358,13 +378,14 @@ class _ChunkProcessor:
         item = outcome.item
         if outcome.stored is not None:
             try:
-                stored, encode_ms, store_ms = outcome.stored.result()
-                outcome.timings["encode"] = encode_ms
-                outcome.timings["store"] = store_ms
+                stored, stage_timings = outcome.stored.result()
+                outcome.timings.update(stage_timings)
+                if not stored:
+                    outcome.status = ItemStatus.SKIPPED  # no template gave this image a variant
             except DatabaseError:
                 raise
             except Exception as exc:
-                logger.info("job %s: storing image %s failed", self.job.id, item.image_id, exc_info=True)
+                logger.info("job %s: image %s failed: %s", self.job.id, item.image_id, exc, exc_info=True)
                 outcome.status, outcome.error = ItemStatus.FAILED, _describe(exc)
                 self._delete_attempt(item, item.attempts)
         for key, value in outcome.timings.items():
