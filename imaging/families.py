@@ -243,6 +243,12 @@ def refuse_other_family(state_dict: Mapping[str, Any], *, expected: str, name: s
         info = detect_family(unwrap_state_dict(state_dict))
     except CheckpointError:
         return
+    refuse_family_mismatch(info, expected=expected, name=name)
+
+
+def refuse_family_mismatch(info: FamilyInfo, *, expected: str, name: str) -> None:
+    """Raise :class:`CheckpointError` naming both families when checkpoint ``name`` (detected as ``info``)
+    is not of family ``expected``: the one message of every family's loader."""
     if info.family != expected:
         raise CheckpointError(
             f"checkpoint {name} is a {info.label} checkpoint, not {FAMILY_NAMES[expected]} "
