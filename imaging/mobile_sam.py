@@ -49,7 +49,6 @@ class MobileSamSegmenter(SamLikeSegmenter):
     """MobileSAM behind the :class:`~imaging.segmenter.Segmenter` protocol. Features: ``image_embed``."""
 
     family = "mobile_sam"
-    method_version = "mobilesam-v1-fp16"
     transform_class = ResizeLongestSide
     build_model = staticmethod(build_mobile_sam_model)
 

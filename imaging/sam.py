@@ -68,10 +68,6 @@ KNOWN_MODELS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
     "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
 }
 
-# Version of this module's encode/predict method; part of the fingerprint so a change in how features are
-# produced or stored invalidates cached embeddings.
-_METHOD_VERSION = "sam-v1-fp16"
-
 
 @dataclass(frozen=True)
 class SamConfig:
@@ -337,7 +333,6 @@ class SamSegmenter(SamLikeSegmenter):
     decoder's logits, and :meth:`predict_chosen_many` upsamples only the chosen masks."""
 
     family = "sam"
-    method_version = _METHOD_VERSION
     plain_features = True
     transform_class = ResizeLongestSide
 
@@ -348,9 +343,6 @@ class SamSegmenter(SamLikeSegmenter):
         refuse_other_family(state_dict, expected="sam", name=path.name)
         config = infer_sam_config(state_dict)
         return state_dict, FamilyInfo("sam", config.model_type, f"SAM {config.model_type}", config)
-
-    def _fingerprint_tag(self) -> str:
-        return self.config.model_type
 
     def _build(self, info: FamilyInfo) -> torch.nn.Module:
         model = build_sam_model(info.config)

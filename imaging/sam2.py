@@ -23,7 +23,6 @@ from imaging.families import Sam2Config
 from imaging.sam_like import CheckpointSegmenter, mask_decoder_inputs, sorted_candidates
 from imaging.segmenter import Embedding, MaskCandidate, Prompt
 
-_METHOD_VERSION = "sam2-v1-fp16"
 # hydra's global config store is not thread-safe; one build at a time.
 _BUILD_LOCK = threading.Lock()
 
@@ -43,11 +42,7 @@ class Sam2Segmenter(CheckpointSegmenter):
     Features: ``image_embed``, ``high_res_0``, ``high_res_1``."""
 
     family = "sam2"
-    method_version = _METHOD_VERSION
     build_model = staticmethod(build_sam2_model)  # on the CPU, moved to the device once loaded
-
-    def _fingerprint_tag(self) -> str:
-        return f"sam{self.config.version}:{self.info.size}"
 
     def _prepare_transforms(self) -> None:
         from sam2.utils.transforms import SAM2Transforms

@@ -46,7 +46,6 @@ class SamHqSegmenter(SamLikeSegmenter):
     ``interm``."""
 
     family = "sam_hq"
-    method_version = "samhq-v1-fp16"
     transform_class = ResizeLongestSide
     build_model = staticmethod(build_sam_hq_model)
 

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from imaging.errors import CheckpointError
-from imaging.families import FamilyInfo, detect_family, read_checkpoint, refuse_family_mismatch
+from imaging.families import (
+    FamilyInfo,
+    detect_family,
+    read_checkpoint,
+    refuse_family_mismatch,
+    segmenter_fingerprint,
+)
 from imaging.segmenter import Embedding, MaskCandidate, Prompt, SegmenterBase, check_rgb
 
 #: Where segment-anything and its forks normalise pixels (ImageNet statistics in 0-255 units).
@@ -160,7 +166,6 @@ class CheckpointSegmenter(SegmenterBase):
     backend = "sam"
     cacheable = True
     family = ""  # set by subclasses
-    method_version = ""  # set by subclasses: part of the fingerprint
     #: The family's model builder, called with the checkpoint's architecture config (set by subclasses).
     build_model: Any = None
     #: Embedding features as one plain array (SAM 1's cache format) instead of named arrays.
@@ -182,9 +187,7 @@ class CheckpointSegmenter(SegmenterBase):
         del state_dict
         self.model = model.to(self.device).eval()
         self._prepare_transforms()
-        self.fingerprint = (
-            f"{self.method_version}:{self._fingerprint_tag()}:{checkpoint_fingerprint(self.checkpoint_path)}"
-        )
+        self.fingerprint = segmenter_fingerprint(info, checkpoint_fingerprint(self.checkpoint_path))
         # One encoder forward at a time: concurrent forwards only oversubscribe the CPU threads (each
         # already uses all cores) and multiply peak memory; prediction is light and runs concurrently.
         self._encode_lock = threading.Lock()
@@ -202,10 +205,6 @@ class CheckpointSegmenter(SegmenterBase):
         info = detect_family(state_dict)
         refuse_family_mismatch(info, expected=self.family, name=path.name)
         return state_dict, info
-
-    def _fingerprint_tag(self) -> str:
-        """The family and size part of the fingerprint."""
-        return f"{self.family}:{self.info.size}"
 
     def _build(self, info: FamilyInfo) -> torch.nn.Module:
         """The untrained, eval-mode model for ``info``: by default ``build_model(info.config)``."""

@@ -44,3 +44,21 @@ def test_a_sam_architecture_mismatch_names_the_inferred_size(tmp_path, tiny_ckpt
 
 def test_repr_names_the_model_by_its_label(tiny_sam, tiny_ckpt):
     assert repr(tiny_sam) == f"SamSegmenter({tiny_ckpt.name!r}, model=SAM custom, device=cpu)"
+
+
+def test_fingerprints_keep_their_published_form(tiny_sam, tiny_ckpt):
+    """The fingerprint keys the embedding cache: its one home (families.segmenter_fingerprint) must keep
+    the form the segmenters and the registry each built before."""
+    from imaging.families import FamilyInfo, Sam2Config, segmenter_fingerprint
+    from imaging.sam import checkpoint_fingerprint
+
+    assert tiny_sam.fingerprint == f"sam-v1-fp16:custom:{checkpoint_fingerprint(tiny_ckpt)}"
+    sam2 = FamilyInfo("sam2", "hiera_tiny", "SAM 2.1 hiera_tiny", Sam2Config("2.1", "hiera_tiny", "x.yaml"))
+    assert segmenter_fingerprint(sam2, "d") == "sam2-v1-fp16:sam2.1:hiera_tiny:d"
+    assert (
+        segmenter_fingerprint(FamilyInfo("sam_hq", "vit_b", "", None), "d") == "samhq-v1-fp16:sam_hq:vit_b:d"
+    )
+    assert (
+        segmenter_fingerprint(FamilyInfo("mobile_sam", "vit_t", "", None), "d")
+        == "mobilesam-v1-fp16:mobile_sam:vit_t:d"
+    )
