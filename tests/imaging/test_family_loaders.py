@@ -32,12 +32,12 @@ def test_a_family_class_refuses_another_familys_checkpoint_naming_both(tiny_ckpt
 
 def test_a_sam_architecture_mismatch_names_the_inferred_size(tmp_path, tiny_ckpt):
     """As the other families: "the inferred <label> architecture" (SAM's copy said only "SAM")."""
-    state = torch.load(tiny_ckpt, weights_only=True)
-    state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
-    bad = tmp_path / "bad.pth"
-    torch.save(state, bad)
     from imaging.sam import SamSegmenter
 
+    bad = tmp_path / "bad.pth"
+    torch.save(
+        torch.load(tiny_ckpt, weights_only=True) | {"mask_decoder.iou_token.weight": torch.zeros(1, 8)}, bad
+    )
     with pytest.raises(CheckpointError, match="does not match the inferred SAM custom architecture: "):
         SamSegmenter(bad)
 
