@@ -27,7 +27,6 @@ import secrets
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -36,39 +35,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import RssSampler, create_bench_dataset, mb, naive_edit  # noqa: E402
+
 EDITS_B = {"brightness": 0.15, "contrast": 0.2, "hue": 25, "saturation": 0.3, "sharpen": 0.8}
 EDITS_C = {"brightness": -0.2, "gamma": 0.4, "hue": -40, "noise": 0.03}
 POINTS = [(0.5, 0.45), (0.3, 0.7), (0.7, 0.3), (0.25, 0.25), (0.75, 0.75), (0.5, 0.8)]
-
-
-class RssSampler:
-    """Peak resident set size of this process, sampled every 20 ms, per named phase."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.process = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def rss(self) -> int:
-        return self.process.memory_info().rss
-
-    def reset(self) -> None:
-        self.peak = self.rss()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def mb(value: float) -> str:
-    return f"{value / 2**20:,.0f} MB"
 
 
 def make_photos(count: int, size: int) -> list[np.ndarray]:
@@ -95,28 +66,6 @@ def make_photos(count: int, size: int) -> list[np.ndarray]:
         resized[0, :2] = (index % 256, index // 256, 7)  # distinct bytes (and sha256) for every image
         out.append(resized)
     return out
-
-
-def naive_edit(rgb: np.ndarray, mask: np.ndarray, edits: dict) -> np.ndarray:
-    """The old tool's approach: float32 over the whole image for every step, then a masked composite."""
-    import cv2
-
-    x = rgb.astype(np.float32) / 255.0
-    x = np.clip(x + edits.get("brightness", 0.0), 0, 1)
-    x = np.clip((x - 0.5) * (1 + edits.get("contrast", 0.0)) + 0.5, 0, 1)
-    gamma = edits.get("gamma", 0.0)
-    if gamma:
-        x = np.clip(x ** (1 / max(1e-3, 1 + gamma)), 0, 1)
-    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = (hsv[..., 0] + edits.get("hue", 0.0)) % 360
-    hsv[..., 1] = np.clip(hsv[..., 1] * (1 + edits.get("saturation", 0.0)), 0, 1)
-    x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    if edits.get("sharpen"):
-        x = np.clip(x + edits["sharpen"] * (x - cv2.GaussianBlur(x, (0, 0), 1.0)), 0, 1)
-    if edits.get("noise"):
-        x = np.clip(x + np.random.default_rng(0).normal(0, edits["noise"], x.shape).astype(np.float32), 0, 1)
-    out = np.where(mask[:, :, None], x, rgb.astype(np.float32) / 255.0)
-    return (out * 255).astype(np.uint8)
 
 
 def run_baseline(segmenter, photos, points, sampler) -> dict:
@@ -244,14 +193,9 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.contrib.auth import get_user_model
-    from django.core.files.base import ContentFile
     from django.core.management import call_command
 
-    from datasets.models import Dataset, DatasetImage
     from datasets.segmentation import app_segmenter
-    from imaging.codecs import encode_image, sha256_hex
-    from templates_app.models import Template
 
     call_command("migrate", verbosity=0)
     sampler = RssSampler()
@@ -261,31 +205,8 @@ def main() -> None:
     print(f"model {segmenter.model_type} loaded in {time.perf_counter() - t0:.1f}s, rss {mb(sampler.rss())}")
 
     photos = make_photos(args.images, args.size)
-    owner = get_user_model().objects.create(username="bench")
-    dataset = Dataset.objects.create(owner=owner, name="bench")
-    for position, rgb in enumerate(photos):
-        data = encode_image(rgb, "png")
-        DatasetImage.objects.create(
-            dataset=dataset,
-            file=ContentFile(data, name=f"photo_{position}.png"),
-            original_filename=f"photo_{position}.png",
-            filename=f"photo_{position}.png",
-            width=rgb.shape[1],
-            height=rgb.shape[0],
-            size_bytes=len(data),
-            sha256=sha256_hex(data),
-            position=position,
-        )
     points = POINTS[: args.templates]
-    templates = [
-        Template.objects.create(
-            dataset=dataset,
-            name=f"T{index + 1}",
-            points=[{"x_norm": x, "y_norm": y, "positive": True}],
-            position=index,
-        )
-        for index, (x, y) in enumerate(points)
-    ]
+    owner, dataset, templates = create_bench_dataset(photos, [[point] for point in points])
 
     results = {}
     if not args.skip_baseline:

@@ -38,7 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.generate_bench import RssSampler, mb, naive_edit  # noqa: E402
+from bench.common import RssSampler, create_bench_dataset, mb, naive_edit  # noqa: E402
 
 EDITS = [
     {"brightness": 0.15, "contrast": 0.2, "hue": 25, "saturation": 0.3, "sharpen": 0.8},
@@ -142,38 +142,10 @@ def run_old(model, images, sampler, *, embeddings=None) -> dict:
 
 
 def setup_dataset(images):
-    from django.contrib.auth import get_user_model
-    from django.core.files.base import ContentFile
     from django.core.management import call_command
 
-    from datasets.models import Dataset, DatasetImage
-    from imaging.codecs import encode_image, sha256_hex
-    from templates_app.models import Template
-
     call_command("migrate", verbosity=0)
-    owner = get_user_model().objects.create(username="bench")
-    dataset = Dataset.objects.create(owner=owner, name="bench")
-    for position, rgb in enumerate(images):
-        data = encode_image(rgb, "png")
-        DatasetImage.objects.create(
-            dataset=dataset,
-            file=ContentFile(data, name=f"photo_{position}.png"),
-            original_filename=f"photo_{position}.png",
-            filename=f"photo_{position}.png",
-            width=rgb.shape[1],
-            height=rgb.shape[0],
-            size_bytes=len(data),
-            sha256=sha256_hex(data),
-            position=position,
-        )
-    for index, points in enumerate(POINTS):
-        Template.objects.create(
-            dataset=dataset,
-            name=f"T{index + 1}",
-            points=[{"x_norm": x, "y_norm": y, "positive": True} for x, y in points],
-            position=index,
-        )
-    return dataset
+    return create_bench_dataset(images, POINTS)[1]
 
 
 def run_ours(dataset_id: str, sampler) -> dict:

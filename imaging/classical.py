@@ -28,13 +28,10 @@ Method (deterministic; ``cv2.setRNGSeed`` before every GrabCut, whose GMM initia
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import cv2
 import numpy as np
 
-from imaging.segmenter import Embedding, MaskCandidate, check_box, check_prompt
+from imaging.segmenter import Embedding, MaskCandidate, Prompt, SegmenterBase, check_rgb
 
 WORK_SIDE = 256
 FINGERPRINT = "classical-v1"
@@ -48,7 +45,7 @@ _RNG_SEED = 0x5A4D
 _COLOUR_TOLERANCE = 40.0
 
 
-class ClassicalSegmenter:
+class ClassicalSegmenter(SegmenterBase):
     """GrabCut seeded by point prompts (see the module docstring). Thread-safe and deterministic."""
 
     backend = "classical"
@@ -60,17 +57,12 @@ class ClassicalSegmenter:
     # Encoding is a resize: cheaper to redo than to read back from disk.
     cacheable = False
 
-    def __init__(self) -> None:
-        self.encode_calls = 0
-        self._count_lock = threading.Lock()
-
     def __repr__(self) -> str:
         return "ClassicalSegmenter()"
 
     def encode(self, rgb: np.ndarray) -> Embedding:
         """Downscale to :data:`WORK_SIDE` px longest side; the features are that small RGB image."""
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError("expected an HxWx3 uint8 RGB array")
+        check_rgb(rgb)
         h, w = rgb.shape[:2]
         scale = WORK_SIDE / max(h, w)
         if scale < 1.0:
@@ -78,8 +70,7 @@ class ClassicalSegmenter:
             small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         else:
             small = np.ascontiguousarray(rgb).copy()
-        with self._count_lock:
-            self.encode_calls += 1
+        self._count_encodes(1)
         return Embedding(
             features=small,
             original_size=(int(h), int(w)),
@@ -87,19 +78,10 @@ class ClassicalSegmenter:
             fingerprint=self.fingerprint,
         )
 
-    def predict(
-        self,
-        embedding: Embedding,
-        point_coords: np.ndarray | None,
-        point_labels: np.ndarray | None,
-        box: Any = None,
-        *,
-        multimask: bool = True,
-    ) -> list[MaskCandidate]:
+    def _predict(self, embedding: Embedding, prompt: Prompt, multimask: bool) -> list[MaskCandidate]:
         """Three candidates (one when ``multimask`` is False: the medium radius / the box as drawn), best
-        score first. ``box``: ``(x0, y0, x1, y1)`` in original image pixels, points optional with it."""
-        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels, box)
-        box_arr = check_box(box)
+        score first. The box: ``(x0, y0, x1, y1)`` in original image pixels, points optional with it."""
+        coords, labels, box_arr = prompt.coords, prompt.labels, prompt.box
         small = np.ascontiguousarray(embedding.features)
         sh, sw = small.shape[:2]
         oh, ow = embedding.original_size
@@ -184,20 +166,7 @@ def _grabcut_candidate(
         for x, y in pos:
             cv2.circle(reach, (x, y), 2 * prior_r, 1, -1)
         gc[reach == 0] = cv2.GC_BGD
-    for x, y in neg:
-        cv2.circle(gc, (x, y), 2 * seed_r, cv2.GC_BGD, -1)
-    for x, y in pos:
-        cv2.circle(gc, (x, y), seed_r, cv2.GC_FGD, -1)
-
-    is_fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-    # GrabCut needs samples on both sides to fit its colour models.
-    if is_fg.sum() >= 8 and (~is_fg).sum() >= 8:
-        bgd_model = np.zeros((1, 65), np.float64)
-        fgd_model = np.zeros((1, 65), np.float64)
-        cv2.setRNGSeed(_RNG_SEED)
-        cv2.grabCut(small, gc, None, bgd_model, fgd_model, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-        is_fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-    return _clean(is_fg, pos, neg)
+    return _seeded_grabcut(small, gc, pos, neg, seed_r)
 
 
 def _grabcut_box_candidate(
@@ -217,11 +186,20 @@ def _grabcut_box_candidate(
     gc = np.full((sh, sw), cv2.GC_BGD, np.uint8)
     gc[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)] = cv2.GC_PR_FGD
     seed_r = max(2, round(0.012 * max(sh, sw)))
+    return _seeded_grabcut(small, gc, pos, neg, seed_r)
+
+
+def _seeded_grabcut(
+    small: np.ndarray, gc: np.ndarray, pos: list[tuple[int, int]], neg: list[tuple[int, int]], seed_r: int
+) -> np.ndarray:
+    """Both candidates' last step: the points as sure seeds on top of the prior label map ``gc`` (modified in
+    place; negative discs twice the positive radius), GrabCut from it, and :func:`_clean`."""
     for x, y in neg:
         cv2.circle(gc, (x, y), 2 * seed_r, cv2.GC_BGD, -1)
     for x, y in pos:
         cv2.circle(gc, (x, y), seed_r, cv2.GC_FGD, -1)
     is_fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    # GrabCut needs samples on both sides to fit its colour models.
     if is_fg.sum() >= 8 and (~is_fg).sum() >= 8:
         bgd_model = np.zeros((1, 65), np.float64)
         fgd_model = np.zeros((1, 65), np.float64)

@@ -29,7 +29,6 @@ Blank strings and ``None`` count as neutral in :meth:`Edits.from_dict` (an empty
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -39,6 +38,8 @@ import cv2
 import numpy as np
 
 from imaging.errors import EditValidationError
+from imaging.parsing import parse_finite_number
+from imaging.segmenter import check_rgb
 
 EDIT_FIELDS: tuple[str, ...] = (
     "brightness",
@@ -80,24 +81,9 @@ _IDENTITY_F32 = np.arange(256, dtype=np.float32) / np.float32(255.0)
 
 def _parse_value(name: str, value: Any) -> float:
     """Validate one field; ``None`` and blank strings mean neutral (a blank HTML form field)."""
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
         return NEUTRAL_VALUES[name]
-    if isinstance(value, bool | np.bool_):
-        raise EditValidationError(name, "must be a number, not a boolean")
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return NEUTRAL_VALUES[name]
-        try:
-            number = float(text)
-        except ValueError:
-            raise EditValidationError(name, f"must be a number, got {value!r}") from None
-    elif isinstance(value, int | float | np.integer | np.floating):
-        number = float(value)
-    else:
-        raise EditValidationError(name, f"must be a number, got {type(value).__name__}")
-    if not math.isfinite(number):
-        raise EditValidationError(name, "must be a finite number")
+    number = parse_finite_number(value, lambda message: EditValidationError(name, message))
     low, high = EDIT_RANGES[name]
     if not low <= number <= high:
         raise EditValidationError(name, f"must be between {low:g} and {high:g}, got {number:g}")
@@ -286,8 +272,7 @@ def apply_edits(
     ``component_id`` enters the noise seed. An empty mask or an edit without effect returns an unchanged copy.
     Thread-safe (scratch memory is per thread); deterministic.
     """
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError("expected an HxWx3 uint8 RGB array")
+    check_rgb(rgb)
     rgb = np.ascontiguousarray(rgb)  # OpenCV needs contiguous rows; a no-op for ordinary images
     height, width = rgb.shape[:2]
     m8 = _as_mask_u8(mask, (height, width))

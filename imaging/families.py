@@ -94,6 +94,30 @@ class FamilyInfo:
     config: Any
 
 
+#: The version of each family's encode/predict method: part of the fingerprint, so a change in how features
+#: are produced or stored invalidates cached embeddings.
+METHOD_VERSIONS = {
+    "sam": "sam-v1-fp16",
+    "sam_hq": "samhq-v1-fp16",
+    "mobile_sam": "mobilesam-v1-fp16",
+    "sam2": "sam2-v1-fp16",
+}
+
+
+def segmenter_fingerprint(info: FamilyInfo, checkpoint_digest: str) -> str:
+    """The fingerprint of the segmenter for a checkpoint (what keys the embedding cache): the family's
+    method version, the family and size, and the checkpoint's content digest. SAM 1's names its size only
+    (``sam-v1-fp16:vit_b:<digest>``), SAM 2's its version (``sam2-v1-fp16:sam2.1:hiera_tiny:<digest>``), the
+    others their family (``samhq-v1-fp16:sam_hq:vit_b:<digest>``)."""
+    if info.family == "sam":
+        tag = info.size
+    elif info.family == "sam2":
+        tag = f"sam{info.config.version}:{info.size}"
+    else:
+        tag = f"{info.family}:{info.size}"
+    return f"{METHOD_VERSIONS[info.family]}:{tag}:{checkpoint_digest}"
+
+
 def unwrap_state_dict(obj: Any) -> Mapping[str, Any]:
     """The tensor mapping of a checkpoint: a raw state dict, or one under ``"model"`` (SAM 2's format) or
     ``"state_dict"``, with any ``module.`` prefix (DataParallel) removed."""
@@ -243,6 +267,12 @@ def refuse_other_family(state_dict: Mapping[str, Any], *, expected: str, name: s
         info = detect_family(unwrap_state_dict(state_dict))
     except CheckpointError:
         return
+    refuse_family_mismatch(info, expected=expected, name=name)
+
+
+def refuse_family_mismatch(info: FamilyInfo, *, expected: str, name: str) -> None:
+    """Raise :class:`CheckpointError` naming both families when checkpoint ``name`` (detected as ``info``)
+    is not of family ``expected``: the one message of every family's loader."""
     if info.family != expected:
         raise CheckpointError(
             f"checkpoint {name} is a {info.label} checkpoint, not {FAMILY_NAMES[expected]} "

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import mobile_sam.modeling
 import torch
-from mobile_sam.modeling import MaskDecoder, PromptEncoder, Sam, TinyViT, TwoWayTransformer
+from mobile_sam.modeling import Sam, TinyViT
 from mobile_sam.utils.transforms import ResizeLongestSide
 
-from imaging.families import FamilyInfo, TinyVitConfig
-from imaging.sam_like import SamLikeSegmenter
+from imaging.families import TinyVitConfig
+from imaging.sam_like import SamLikeSegmenter, build_sam_like_model, mask_decoder_inputs
 
 
 def build_tinyvit(config: TinyVitConfig, tinyvit_class: Any = TinyViT) -> torch.nn.Module:
@@ -41,51 +42,21 @@ def build_tinyvit(config: TinyVitConfig, tinyvit_class: Any = TinyViT) -> torch.
 
 def build_mobile_sam_model(config: TinyVitConfig) -> Sam:
     """An untrained, eval-mode MobileSAM with ``config``'s encoder, as ``build_sam_vit_t`` builds it."""
-    prompt_embed_dim, image_size = 256, 1024
-    image_embedding_size = image_size // 16
-    model = Sam(
-        image_encoder=build_tinyvit(config),
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_embed_dim,
-            image_embedding_size=(image_embedding_size, image_embedding_size),
-            input_image_size=(image_size, image_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_embed_dim, mlp_dim=2048, num_heads=8),
-            transformer_dim=prompt_embed_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
-    model.eval()
-    return model
+    return build_sam_like_model(mobile_sam.modeling, build_tinyvit(config))
 
 
 class MobileSamSegmenter(SamLikeSegmenter):
     """MobileSAM behind the :class:`~imaging.segmenter.Segmenter` protocol. Features: ``image_embed``."""
 
     family = "mobile_sam"
-    method_version = "mobilesam-v1-fp16"
+    transform_class = ResizeLongestSide
+    build_model = staticmethod(build_mobile_sam_model)
 
-    def _build(self, info: FamilyInfo) -> torch.nn.Module:
-        return build_mobile_sam_model(info.config)
-
-    def _transform(self, image_size: int) -> Any:
-        return ResizeLongestSide(image_size)
-
-    def _encode_tensors(self, preprocessed: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"image_embed": self.model.image_encoder(preprocessed)}
+    def _encode_tensors(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image_embed": self.model.image_encoder(batch)}
 
     def _decode(self, features, sparse, dense, multimask):
         low_res, iou = self.model.mask_decoder(
-            image_embeddings=features["image_embed"],
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+            **mask_decoder_inputs(features["image_embed"], self._dense_pe(), sparse, dense, multimask)
         )
         return low_res, iou, True

@@ -11,7 +11,6 @@ what a box dragged on a displayed image gives: :func:`denormalize_box` maps it t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from imaging.errors import BoxValidationError, PointValidationError
+from imaging.parsing import parse_finite_number
 
 _TRUE_STRINGS = frozenset({"true", "1", "yes", "on", "positive", "pos", "fg"})
 _FALSE_STRINGS = frozenset({"false", "0", "no", "off", "negative", "neg", "bg"})
@@ -39,20 +39,7 @@ class Point:
 def _number(index: int, key: str, value: Any) -> float:
     if value is None:
         raise PointValidationError(index, f"{key} is required")
-    if isinstance(value, bool | np.bool_):
-        raise PointValidationError(index, f"{key} must be a number, not a boolean")
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise PointValidationError(index, f"{key} must be a number, got {value!r}") from None
-    elif isinstance(value, int | float | np.integer | np.floating):
-        number = float(value)
-    else:
-        raise PointValidationError(index, f"{key} must be a number, got {type(value).__name__}")
-    if not math.isfinite(number):
-        raise PointValidationError(index, f"{key} must be a finite number")
-    return number
+    return parse_finite_number(value, lambda message: PointValidationError(index, f"{key} {message}"))
 
 
 def _flag(index: int, value: Any) -> bool:

@@ -72,19 +72,10 @@ class CheckpointInfo:
     error: str | None = None
 
 
-# The method versions the segmenters put in their fingerprints (kept equal to theirs; tested).
-_FINGERPRINT_PREFIX = {
-    "sam": "sam-v1-fp16",
-    "sam_hq": "samhq-v1-fp16:sam_hq",
-    "mobile_sam": "mobilesam-v1-fp16:mobile_sam",
-    "sam2": "sam2-v1-fp16",
-}
-
-
 def describe_checkpoint(path: str | Path) -> CheckpointInfo:
     """:class:`CheckpointInfo` for one file (memory-mapped, shapes only; the fingerprint hashes the bytes
     once per file version). Never raises for a bad file: the error is in ``error``."""
-    from imaging.families import peek_checkpoint
+    from imaging.families import peek_checkpoint, segmenter_fingerprint
     from imaging.sam import checkpoint_fingerprint
 
     p = Path(path)
@@ -97,10 +88,7 @@ def describe_checkpoint(path: str | Path) -> CheckpointInfo:
         return CheckpointInfo(
             p, p.name, None, None, None, None, error=f"cannot read {p.name}: {exc.strerror}"
         )
-    if info.family == "sam2":
-        fingerprint = f"{_FINGERPRINT_PREFIX['sam2']}:sam{info.config.version}:{info.size}:{digest}"
-    else:
-        fingerprint = f"{_FINGERPRINT_PREFIX[info.family]}:{info.size}:{digest}"
+    fingerprint = segmenter_fingerprint(info, digest)
     return CheckpointInfo(p, p.name, info.family, info.size, info.label, fingerprint)
 
 

@@ -26,18 +26,26 @@ import types
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import segment_anything.modeling
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import ImageEncoderViT, Sam
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from imaging.errors import CheckpointError
-from imaging.segmenter import Embedding, MaskCandidate, Prompt, check_box, check_prompt, parse_mask_choice
+from imaging.families import FamilyInfo, refuse_other_family
+from imaging.sam_like import (
+    SamLikeSegmenter,
+    build_sam_like_model,
+    build_vit_encoder,
+    mask_decoder_inputs,
+    sorted_candidates,
+)
+from imaging.segmenter import Embedding, MaskCandidate, Prompt, validated_prompt
 
 _PATCH_KEY = "image_encoder.patch_embed.proj.weight"
 _POS_KEY = "image_encoder.pos_embed"
@@ -59,10 +67,6 @@ KNOWN_MODELS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
     "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
 }
-
-# Version of this module's encode/predict method; part of the fingerprint so a change in how features are
-# produced or stored invalidates cached embeddings.
-_METHOD_VERSION = "sam-v1-fp16"
 
 
 @dataclass(frozen=True)
@@ -160,45 +164,15 @@ def infer_sam_config(state_dict: Mapping[str, Any]) -> SamConfig:
 
 def build_sam_model(config: SamConfig) -> Sam:
     """Instantiate an (untrained, eval-mode) SAM with ``config``, exactly like ``build_sam._build_sam``."""
-    image_embedding_size = config.image_size // config.patch_size
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=config.encoder_depth,
-            embed_dim=config.encoder_embed_dim,
-            img_size=config.image_size,
-            mlp_ratio=config.mlp_ratio,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=config.encoder_num_heads,
-            patch_size=config.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-            window_size=config.window_size,
-            out_chans=config.prompt_embed_dim,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=config.prompt_embed_dim,
-            image_embedding_size=(image_embedding_size, image_embedding_size),
-            input_image_size=(config.image_size, config.image_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=config.decoder_depth,
-                embedding_dim=config.prompt_embed_dim,
-                mlp_dim=config.decoder_mlp_dim,
-                num_heads=8,
-            ),
-            transformer_dim=config.prompt_embed_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+    return build_sam_like_model(
+        segment_anything.modeling,
+        build_vit_encoder(config, ImageEncoderViT),
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        prompt_embed_dim=config.prompt_embed_dim,
+        decoder_depth=config.decoder_depth,
+        decoder_mlp_dim=config.decoder_mlp_dim,
     )
-    sam.eval()
-    return sam
 
 
 #: Target elements of one attention-score chunk in a global-attention block (64 MB at float32; a chunk is at
@@ -352,103 +326,49 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
-class SamSegmenter:
-    """The SAM backend (see the module docstring). Thread-safe; build one per process (see registry)."""
+class SamSegmenter(SamLikeSegmenter):
+    """The SAM backend (see the module docstring). Thread-safe; build one per process (see registry).
 
-    backend = "sam"
+    Features are one plain float16 array (``1 x C x 64 x 64``); predictions carry the stability score of the
+    decoder's logits, and :meth:`predict_chosen_many` upsamples only the chosen masks."""
+
     family = "sam"
-    cacheable = True
+    plain_features = True
+    transform_class = ResizeLongestSide
 
-    def __init__(self, checkpoint_path: str | Path, *, device: str | None = None) -> None:
-        self.checkpoint_path = Path(checkpoint_path)
-        state_dict = read_state_dict(self.checkpoint_path, mmap=True)
+    def _identify(self, path: Path) -> tuple[Mapping[str, Any], FamilyInfo]:
+        state_dict = read_state_dict(path, mmap=True)
         # Detection hook: a SAM-HQ / MobileSAM / SAM 2 checkpoint gets a message naming its family (load it
         # with imaging.families.load_segmenter) instead of a confusing shape mismatch.
-        from imaging.families import refuse_other_family
+        refuse_other_family(state_dict, expected="sam", name=path.name)
+        config = infer_sam_config(state_dict)
+        return state_dict, FamilyInfo("sam", config.model_type, f"SAM {config.model_type}", config)
 
-        refuse_other_family(state_dict, expected="sam", name=self.checkpoint_path.name)
-        self.config = infer_sam_config(state_dict)
-        self.model_type: str | None = self.config.model_type
-        self.label = f"SAM {self.config.model_type}"
-        self.device = resolve_device(device)
-        model = build_sam_model(self.config)
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
-            raise CheckpointError(
-                f"checkpoint {self.checkpoint_path.name} does not match the inferred SAM architecture: {first}"
-            ) from None
-        del state_dict
+    def _build(self, info: FamilyInfo) -> torch.nn.Module:
+        model = build_sam_model(info.config)
         # Bit-identical to upstream's attention, without its heads x 4096 x 4096 score matrices.
         use_chunked_global_attention(model)
-        self.model = model.to(self.device).eval()
-        self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
-        self.fingerprint = (
-            f"{_METHOD_VERSION}:{self.config.model_type}:{checkpoint_fingerprint(self.checkpoint_path)}"
+        return model
+
+    def _encode_tensors(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": self.model.image_encoder(batch)}
+
+    def _decode(
+        self, features: dict[str, torch.Tensor], sparse: torch.Tensor, dense: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        low_res, iou = self.model.mask_decoder(
+            **mask_decoder_inputs(features["features"], self._dense_pe(), sparse, dense, multimask)
         )
-        self.encode_calls = 0
-        self._count_lock = threading.Lock()
-        self._dense_pe_tensor: torch.Tensor | None = None
-        # One encoder forward at a time: concurrent forwards only oversubscribe the CPU threads (each
-        # already uses all cores) and multiply peak memory; prediction is light and runs concurrently.
-        self._encode_lock = threading.Lock()
+        return low_res, iou, True
 
-    def __repr__(self) -> str:
-        return f"SamSegmenter({self.checkpoint_path.name!r}, model={self.model_type}, device={self.device})"
-
-    def encode(self, rgb: np.ndarray) -> Embedding:
-        """Run the image encoder; features are returned as float16 (see the module docstring)."""
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError("expected an HxWx3 uint8 RGB array")
-        original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        input_image = self.transform.apply_image(rgb)
-        tensor = torch.as_tensor(input_image, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
-        input_size = (int(tensor.shape[-2]), int(tensor.shape[-1]))
-        with self._encode_lock, torch.inference_mode():
-            features = self.model.image_encoder(self.model.preprocess(tensor))
-            stored = features.to(torch.float16).cpu().numpy()
-        with self._count_lock:
-            self.encode_calls += 1
-        return Embedding(
-            features=stored, original_size=original_size, input_size=input_size, fingerprint=self.fingerprint
-        )
-
-    def predict(
-        self,
-        embedding: Embedding,
-        point_coords: np.ndarray | None,
-        point_labels: np.ndarray | None,
-        box: Any = None,
-        *,
-        multimask: bool = True,
-    ) -> list[MaskCandidate]:
-        """Masks for a point and/or box prompt (``box`` = ``(x0, y0, x1, y1)`` image pixels), as
-        ``SamPredictor.predict`` computes them, best predicted IoU first."""
-        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels, box)
-        box_arr = check_box(box)
+    def _predict(self, embedding: Embedding, prompt: Prompt, multimask: bool) -> list[MaskCandidate]:
+        """Masks as ``SamPredictor.predict`` computes them, best predicted IoU first."""
         with torch.inference_mode():
-            low_res, iou = self._decode(embedding, coords, labels, box_arr, multimask=multimask)
+            low_res, iou, _ = self._decode_prompt(embedding, prompt, multimask)
             masks = self._upsample(low_res[0], embedding)
             scores = iou[0].float().cpu().numpy()
             stability = _stability(low_res[0], self.model.mask_threshold)
-        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-        return [
-            MaskCandidate(
-                mask=np.ascontiguousarray(masks[i]),
-                score=float(scores[i]),
-                stability=stability[i],
-                index=i if multimask else None,
-            )
-            for i in order
-        ]
-
-    def encode_batch(self, images: list[np.ndarray], *, batch_size: int = 4) -> list[Embedding]:
-        """Encode several images: batched under fp16/bf16 autocast on CUDA, a loop of :meth:`encode` on CPU
-        (see :func:`imaging.sam_like.encode_batch_plain`)."""
-        from imaging.sam_like import encode_batch_plain
-
-        return encode_batch_plain(self, images, batch_size=batch_size)
+        return sorted_candidates(masks, scores, indexed=multimask, stability=stability)
 
     def predict_chosen_many(
         self,
@@ -467,21 +387,24 @@ class SamSegmenter:
         and ~1e-7 of score), which would make a template's mask depend on which other templates share its
         batch; measured, the batch saved ~13% of predict.
         """
-        checked = []
-        for prompt in prompts:
-            coords, labels = check_prompt(
-                embedding, self.fingerprint, prompt.coords, prompt.labels, prompt.box
-            )
-            checked.append((coords, labels, check_box(prompt.box), parse_mask_choice(prompt.mask_choice)))
+        checked = [
+            validated_prompt(embedding, self.fingerprint, p.coords, p.labels, p.box, p.mask_choice)
+            for p in prompts
+        ]
         unique: dict[bytes, int] = {}
         slots = [
             unique.setdefault(
                 b"|".join(
-                    [c.tobytes(), lab.tobytes(), b"" if box is None else box.tobytes(), str(ch).encode()]
+                    [
+                        p.coords.tobytes(),
+                        p.labels.tobytes(),
+                        b"" if p.box is None else p.box.tobytes(),
+                        str(p.mask_choice).encode(),
+                    ]
                 ),
                 len(unique),
             )
-            for c, lab, box, ch in checked
+            for p in checked
         ]
         if not slots:
             return []
@@ -490,8 +413,9 @@ class SamSegmenter:
         chosen: list[tuple[float, float, int | None]] = []
         with torch.inference_mode():
             for u in range(len(unique)):
-                coords, labels, box, choice = checked[firsts[u]]
-                low_res, iou = self._decode(embedding, coords, labels, box, multimask=multimask)
+                prompt = checked[firsts[u]]
+                choice = prompt.mask_choice
+                low_res, iou, _ = self._decode_prompt(embedding, prompt, multimask)
                 scores = iou[0].float().cpu().numpy()
                 pick = int(np.argmax(scores))  # first maximum, like predict's (-score, index) order
                 if multimask and choice != "best" and 0 <= choice < len(scores):
@@ -509,46 +433,6 @@ class SamSegmenter:
             )
             for u in slots
         ]
-
-    def _decode(
-        self,
-        embedding: Embedding,
-        coords: np.ndarray,
-        labels: np.ndarray,
-        box: np.ndarray | None,
-        *,
-        multimask: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + mask decoder for one prompt, as ``SamPredictor.predict_torch``:
-        ``(low-res logits 1 x C x 256 x 256, predicted IoU 1 x C)``."""
-        points = None
-        if coords.shape[0]:
-            # Same float64 coordinate transform as SamPredictor.predict, then float32 like it.
-            coords_t = self.transform.apply_coords(coords, embedding.original_size)
-            coords_torch = torch.as_tensor(coords_t, dtype=torch.float, device=self.device)[None, :, :]
-            labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None, :]
-            points = (coords_torch, labels_torch)
-        boxes = None
-        if box is not None:
-            box_t = self.transform.apply_boxes(box, embedding.original_size)
-            boxes = torch.as_tensor(box_t, dtype=torch.float, device=self.device)[None, :]
-        features = torch.from_numpy(np.ascontiguousarray(embedding.features)).to(self.device).float()
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        return self.model.mask_decoder(
-            image_embeddings=features,
-            image_pe=self._dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
-
-    def _dense_pe(self) -> torch.Tensor:
-        """The prompt encoder's positional encoding of the embedding grid: a function of the weights only,
-        computed once (two threads racing here compute the same tensor)."""
-        if self._dense_pe_tensor is None:
-            with torch.inference_mode():
-                self._dense_pe_tensor = self.model.prompt_encoder.get_dense_pe()
-        return self._dense_pe_tensor
 
     def _upsample(self, low_res: torch.Tensor, embedding: Embedding) -> np.ndarray:
         """``K x 256 x 256`` logits to ``K x H x W`` bool masks at the original size (``postprocess_masks`` +

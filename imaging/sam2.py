@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from imaging.errors import CheckpointError
-from imaging.families import Sam2Config, detect_family, read_checkpoint
-from imaging.sam_like import autocast_dtype, check_rgb, load_strict, sorted_candidates
-from imaging.segmenter import Embedding, MaskCandidate, check_box, check_prompt
+from imaging.families import Sam2Config
+from imaging.sam_like import CheckpointSegmenter, mask_decoder_inputs, sorted_candidates
+from imaging.segmenter import Embedding, MaskCandidate, Prompt
 
-_METHOD_VERSION = "sam2-v1-fp16"
 # hydra's global config store is not thread-safe; one build at a time.
 _BUILD_LOCK = threading.Lock()
 
@@ -41,51 +37,34 @@ def build_sam2_model(config: Sam2Config, *, device: str = "cpu") -> torch.nn.Mod
         return build_sam2(config.config_file, ckpt_path=None, device=device, mode="eval")
 
 
-class Sam2Segmenter:
-    """SAM 2 / 2.1 behind the :class:`~imaging.segmenter.Segmenter` protocol (see the module docstring)."""
+class Sam2Segmenter(CheckpointSegmenter):
+    """SAM 2 / 2.1 behind the :class:`~imaging.segmenter.Segmenter` protocol (see the module docstring).
+    Features: ``image_embed``, ``high_res_0``, ``high_res_1``."""
 
-    backend = "sam"
     family = "sam2"
-    cacheable = True
+    build_model = staticmethod(build_sam2_model)  # on the CPU, moved to the device once loaded
 
-    def __init__(self, checkpoint_path: str | Path, *, device: str | None = None) -> None:
+    def _prepare_transforms(self) -> None:
         from sam2.utils.transforms import SAM2Transforms
 
-        from imaging.sam import checkpoint_fingerprint, resolve_device
-
-        self.checkpoint_path = Path(checkpoint_path)
-        state_dict = read_checkpoint(self.checkpoint_path)
-        info = detect_family(state_dict)
-        if info.family != "sam2":
-            raise CheckpointError(
-                f"checkpoint {self.checkpoint_path.name} is a {info.label} checkpoint, not SAM 2"
-            )
-        self.info = info
-        self.config: Sam2Config = info.config
-        self.model_type: str | None = info.size
-        self.label = info.label
-        self.device = resolve_device(device)
-        model = build_sam2_model(self.config, device="cpu")
-        load_strict(model, state_dict, name=self.checkpoint_path.name, label=info.label)
-        del state_dict
-        self.model = model.to(self.device).eval()
         self.resolution = int(self.model.image_size)
         self.transforms = SAM2Transforms(
             resolution=self.resolution, mask_threshold=0.0, max_hole_area=0.0, max_sprinkle_area=0.0
         )
         r = self.resolution
         self._feat_sizes = [(r // 4, r // 4), (r // 8, r // 8), (r // 16, r // 16)]
-        self.fingerprint = f"{_METHOD_VERSION}:sam{self.config.version}:{info.size}:{checkpoint_fingerprint(self.checkpoint_path)}"
-        self.encode_calls = 0
-        self._count_lock = threading.Lock()
-        self._encode_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"Sam2Segmenter({self.checkpoint_path.name!r}, model={self.label}, device={self.device})"
 
     # -- encode ------------------------------------------------------------------------------------------
 
-    def _features(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _preprocess(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[torch.Tensor, list[tuple[tuple[int, int], tuple[int, int]]]]:
+        """``SAM2Transforms``: a square resize to the model's resolution and ImageNet normalisation."""
+        batch = self.transforms.forward_batch(list(images)).to(self.device)
+        square = (self.resolution, self.resolution)
+        return batch, [((int(rgb.shape[0]), int(rgb.shape[1])), square) for rgb in images]
+
+    def _encode_tensors(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         backbone_out = self.model.forward_image(batch)
         _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
         if self.model.directly_add_no_mem_embed:
@@ -97,65 +76,11 @@ class Sam2Segmenter:
         ][::-1]
         return {"image_embed": feats[-1], "high_res_0": feats[0], "high_res_1": feats[1]}
 
-    def _embedding(self, outputs: dict[str, torch.Tensor], row: int, original: tuple[int, int]) -> Embedding:
-        arrays = {k: v[row : row + 1].to(torch.float16).cpu().numpy() for k, v in outputs.items()}
-        return Embedding(
-            features=arrays,
-            original_size=original,
-            input_size=(self.resolution, self.resolution),
-            fingerprint=self.fingerprint,
-        )
-
-    def _count(self, n: int) -> None:
-        with self._count_lock:
-            self.encode_calls += n
-
-    def encode(self, rgb: np.ndarray) -> Embedding:
-        """Run the image encoder (fp32); the decoder's inputs are returned as float16 named arrays."""
-        check_rgb(rgb)
-        original = (int(rgb.shape[0]), int(rgb.shape[1]))
-        batch = self.transforms(rgb)[None, ...].to(self.device)
-        with self._encode_lock, torch.inference_mode():
-            embedding = self._embedding(self._features(batch), 0, original)
-        self._count(1)
-        return embedding
-
-    def encode_batch(self, images: Sequence[np.ndarray], *, batch_size: int = 4) -> list[Embedding]:
-        """Batches of ``batch_size`` under bf16/fp16 autocast on CUDA; a loop of :meth:`encode` on CPU."""
-        dtype = autocast_dtype(self.device)
-        if dtype is None:
-            return [self.encode(rgb) for rgb in images]
-        step = max(1, int(batch_size))
-        out: list[Embedding] = []
-        for start in range(0, len(images), step):
-            chunk = list(images[start : start + step])
-            for rgb in chunk:
-                check_rgb(rgb)
-            batch = self.transforms.forward_batch(chunk).to(self.device)
-            with self._encode_lock, torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
-                outputs = self._features(batch)
-                out.extend(
-                    self._embedding(outputs, i, (int(rgb.shape[0]), int(rgb.shape[1])))
-                    for i, rgb in enumerate(chunk)
-                )
-            self._count(len(chunk))
-        return out
-
     # -- predict -----------------------------------------------------------------------------------------
 
-    def predict(
-        self,
-        embedding: Embedding,
-        point_coords: np.ndarray | None,
-        point_labels: np.ndarray | None,
-        box: Any = None,
-        *,
-        multimask: bool = True,
-    ) -> list[MaskCandidate]:
-        """Masks for a point and/or box prompt, as ``SAM2ImagePredictor.predict`` computes them, best
-        predicted IoU first."""
-        coords, labels = check_prompt(embedding, self.fingerprint, point_coords, point_labels, box)
-        box_arr = check_box(box)
+    def _predict(self, embedding: Embedding, prompt: Prompt, multimask: bool) -> list[MaskCandidate]:
+        """Masks as ``SAM2ImagePredictor.predict`` computes them, best predicted IoU first."""
+        coords, labels, box = prompt.coords, prompt.labels, prompt.box
         orig_hw = embedding.original_size
         with torch.inference_mode():
             points = None
@@ -164,8 +89,8 @@ class Sam2Segmenter:
                 coords_t = self.transforms.transform_coords(coords_t, normalize=True, orig_hw=orig_hw)
                 labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)
                 points = (coords_t[None, ...], labels_t[None, ...])
-            if box_arr is not None:
-                box_t = torch.as_tensor(box_arr, dtype=torch.float, device=self.device)
+            if box is not None:
+                box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)
                 box_coords = self.transforms.transform_boxes(box_t, normalize=True, orig_hw=orig_hw)
                 box_coords = box_coords.reshape(-1, 2, 2)
                 box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=self.device)
@@ -177,18 +102,11 @@ class Sam2Segmenter:
                     )
                 else:
                     points = (box_coords, box_labels)
-            arrays = embedding.arrays()
-            feats = {
-                k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device).float()
-                for k, v in arrays.items()
-            }
+            feats = self._device_features(embedding)
             sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
+            image_pe = self.model.sam_prompt_encoder.get_dense_pe()
             low_res, iou, _, _ = self.model.sam_mask_decoder(
-                image_embeddings=feats["image_embed"],
-                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
+                **mask_decoder_inputs(feats["image_embed"], image_pe, sparse, dense, multimask),
                 repeat_image=False,
                 high_res_features=[feats["high_res_0"], feats["high_res_1"]],
             )

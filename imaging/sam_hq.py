@@ -13,71 +13,32 @@ that mask (:func:`imaging.segmenter.choose_candidate`).
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
-
+import segment_anything_hq.modeling
 import torch
-from segment_anything_hq.modeling import (
-    ImageEncoderViT,
-    MaskDecoderHQ,
-    PromptEncoder,
-    Sam,
-    TinyViT,
-    TwoWayTransformer,
-)
+from segment_anything_hq.modeling import ImageEncoderViT, MaskDecoderHQ, Sam, TinyViT
 from segment_anything_hq.utils.transforms import ResizeLongestSide
 
-from imaging.families import FamilyInfo, TinyVitConfig
+from imaging.families import TinyVitConfig
 from imaging.mobile_sam import build_tinyvit
 from imaging.sam import SamConfig
-from imaging.sam_like import SamLikeSegmenter
+from imaging.sam_like import SamLikeSegmenter, build_sam_like_model, build_vit_encoder, mask_decoder_inputs
 
 
 def build_sam_hq_model(config: SamConfig | TinyVitConfig) -> Sam:
     """An untrained, eval-mode SAM-HQ with ``config``'s encoder (ViT or TinyViT), as its builders do."""
-    prompt_embed_dim, image_size = 256, 1024
     if isinstance(config, TinyVitConfig):
-        encoder = build_tinyvit(config, TinyViT)
-        vit_dim = config.embed_dims[2]  # MaskDecoderHQ fuses TinyViT's second-stage output
+        # MaskDecoderHQ fuses TinyViT's second-stage output.
+        encoder, vit_dim, image_size = build_tinyvit(config, TinyViT), config.embed_dims[2], 1024
     else:
-        encoder = ImageEncoderViT(
-            depth=config.encoder_depth,
-            embed_dim=config.encoder_embed_dim,
-            img_size=config.image_size,
-            mlp_ratio=config.mlp_ratio,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=config.encoder_num_heads,
-            patch_size=config.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-            window_size=config.window_size,
-            out_chans=config.prompt_embed_dim,
-        )
-        vit_dim = config.encoder_embed_dim
+        encoder, vit_dim = build_vit_encoder(config, ImageEncoderViT), config.encoder_embed_dim
         image_size = config.image_size
-    image_embedding_size = image_size // 16
-    model = Sam(
-        image_encoder=encoder,
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_embed_dim,
-            image_embedding_size=(image_embedding_size, image_embedding_size),
-            input_image_size=(image_size, image_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoderHQ(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_embed_dim, mlp_dim=2048, num_heads=8),
-            transformer_dim=prompt_embed_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-            vit_dim=vit_dim,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+    return build_sam_like_model(
+        segment_anything_hq.modeling,
+        encoder,
+        decoder_class=MaskDecoderHQ,
+        image_size=image_size,
+        vit_dim=vit_dim,
     )
-    model.eval()
-    return model
 
 
 class SamHqSegmenter(SamLikeSegmenter):
@@ -85,26 +46,17 @@ class SamHqSegmenter(SamLikeSegmenter):
     ``interm``."""
 
     family = "sam_hq"
-    method_version = "samhq-v1-fp16"
+    transform_class = ResizeLongestSide
+    build_model = staticmethod(build_sam_hq_model)
 
-    def _build(self, info: FamilyInfo) -> torch.nn.Module:
-        return build_sam_hq_model(info.config)
-
-    def _transform(self, image_size: int) -> Any:
-        return ResizeLongestSide(image_size)
-
-    def _encode_tensors(self, preprocessed: torch.Tensor) -> dict[str, torch.Tensor]:
-        image_embed, interm = self.model.image_encoder(preprocessed)
+    def _encode_tensors(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        image_embed, interm = self.model.image_encoder(batch)
         # MaskDecoderHQ reads only the first intermediate embedding.
         return {"image_embed": image_embed, "interm": interm[0]}
 
     def _decode(self, features, sparse, dense, multimask):
         low_res, iou = self.model.mask_decoder(
-            image_embeddings=features["image_embed"],
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+            **mask_decoder_inputs(features["image_embed"], self._dense_pe(), sparse, dense, multimask),
             hq_token_only=False,
             interm_embeddings=[features["interm"]],
         )

@@ -9,6 +9,7 @@ on state left behind by a previous ``encode`` — which is what makes the segmen
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -134,6 +135,47 @@ class Segmenter(Protocol):
         ...
 
 
+def check_rgb(rgb: Any) -> None:
+    """Raise ValueError unless ``rgb`` is an ``HxWx3`` uint8 array (what every backend encodes)."""
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError("expected an HxWx3 uint8 RGB array")
+
+
+class SegmenterBase:
+    """What every backend shares: the :meth:`predict` entry point, which validates the prompt the same way
+    for all of them before the backend's :meth:`_predict` sees it, and the thread-safe ``encode_calls``
+    counter. A subclass sets the :class:`Segmenter` attributes and implements ``encode`` and ``_predict``.
+    """
+
+    fingerprint: str
+
+    def __init__(self) -> None:
+        self.encode_calls = 0
+        self._count_lock = threading.Lock()
+
+    def _count_encodes(self, n: int) -> None:
+        with self._count_lock:
+            self.encode_calls += n
+
+    def predict(
+        self,
+        embedding: Embedding,
+        point_coords: np.ndarray | None,
+        point_labels: np.ndarray | None,
+        box: Sequence[float] | np.ndarray | None = None,
+        *,
+        multimask: bool = True,
+    ) -> list[MaskCandidate]:
+        """See :meth:`Segmenter.predict`. Raises ValueError for an embedding of another segmenter or an
+        invalid prompt (:func:`check_prompt`, :func:`check_box`)."""
+        prompt = validated_prompt(embedding, self.fingerprint, point_coords, point_labels, box)
+        return self._predict(embedding, prompt, multimask)
+
+    def _predict(self, embedding: Embedding, prompt: Prompt, multimask: bool) -> list[MaskCandidate]:
+        """The backend's masks for a prompt checked by :func:`validated_prompt`; best score first."""
+        raise NotImplementedError
+
+
 def encode_batch(
     segmenter: Segmenter, images: Sequence[np.ndarray], *, batch_size: int = 4
 ) -> list[Embedding]:
@@ -213,6 +255,24 @@ def check_prompt(
     if coords.shape[0] != labels.shape[0]:
         raise ValueError(f"{coords.shape[0]} points but {labels.shape[0]} labels")
     return coords, labels
+
+
+def validated_prompt(
+    embedding: Embedding,
+    fingerprint: str,
+    point_coords: np.ndarray | None,
+    point_labels: np.ndarray | None,
+    box: Sequence[float] | np.ndarray | None = None,
+    mask_choice: object = "best",
+) -> Prompt:
+    """A prediction request checked and normalised the way every backend computes on it: ``coords`` float32
+    ``Nx2`` and ``labels`` int32 ``N`` (:func:`check_prompt`), ``box`` float32 ``(4,)`` or None
+    (:func:`check_box`), ``mask_choice`` "best" or an index (:func:`parse_mask_choice`). Raises ValueError
+    like those, in that order."""
+    coords, labels = check_prompt(embedding, fingerprint, point_coords, point_labels, box)
+    return Prompt(
+        coords=coords, labels=labels, box=check_box(box), mask_choice=parse_mask_choice(mask_choice)
+    )
 
 
 #: The values a template's ``mask_choice`` may take besides "best": SAM's three multimask outputs.
