@@ -2,7 +2,7 @@
 
 Thin views: parse the request, resolve ids through the ownership accessors (someone else's object is a
 404), call one service, render. The services raise ServiceError for refused input, rendered by
-``samsite.api.exception_handler`` as ``{"error": code, "detail": message, ...}`` (field/index when known).
+``samsite.common.api.exception_handler`` as ``{"error": code, "detail": message, ...}`` (field/index when known).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from datasets.serializers import (
     DatasetWriteSerializer,
     EditPreviewRequestSerializer,
     EditPreviewResponseSerializer,
-    ErrorSerializer,
     ImageClassSerializer,
     ImageSerializer,
     ImageUploadSerializer,
@@ -51,8 +50,9 @@ from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from datasets.views import LenientContentNegotiation
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.pipeline import TemplateSpec
-from samsite.db import parse_uuid
-from samsite.errors import ServiceError
+from samsite.common.db import parse_uuid
+from samsite.common.errors import ServiceError
+from samsite.common.fields import ErrorSerializer
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
 

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
 from datasets.models import Dataset, DatasetImage, GenerationJob, JobItem, Variant
-from samsite.db import get_by_public_id, require_user
+from samsite.common.db import get_by_public_id, require_user
 
 
 def dataset_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Dataset]:

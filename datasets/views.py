@@ -17,7 +17,7 @@ from datasets.image_io import OPAQUE_CONTENT_TYPE, served_content_type
 from datasets.jobs.downloads import file_chunks, harden_file_response, stream_response
 from datasets.models import DatasetImage
 from datasets.selectors import image_get_for_user
-from datasets.serializers import ErrorSerializer
+from samsite.common.fields import ErrorSerializer
 
 # Files never change under an id (a new upload is a new image), so browsers may keep them a day.
 FILE_CACHE_CONTROL = "private, max-age=86400"

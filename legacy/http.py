@@ -39,8 +39,8 @@ from imaging.errors import (
 )
 from legacy.models import LegacySession
 from legacy.selectors import legacy_session_get_for_user
-from samsite.errors import ServiceError
-from samsite.parsers import JSONParser
+from samsite.common.errors import ServiceError
+from samsite.common.parsers import JSONParser
 from templates_app.models import Template
 from templates_app.selectors import template_get_for_user
 

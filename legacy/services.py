@@ -40,7 +40,7 @@ from imaging.errors import EditValidationError, ImageDecodeError
 from imaging.points import Point, denormalize, parse_points
 from imaging.segmenter import MaskCandidate, mask_bbox
 from legacy.models import Component, LegacySession
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 #: SAM answers at most three candidate masks per prompt.
 MAX_CANDIDATES = 3

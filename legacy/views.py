@@ -55,8 +55,8 @@ from legacy.services import (
     parse_top_k,
 )
 from legacy.streams import Rendition, calls_stream, event_stream_response, iterator_stream, job_relay
-from samsite.errors import ServiceError
-from samsite.parsers import loads_limited
+from samsite.common.errors import ServiceError
+from samsite.common.parsers import loads_limited
 from templates_app.models import Template
 from templates_app.selectors import template_list_for_dataset
 from templates_app.services import template_create

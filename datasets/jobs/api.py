@@ -47,8 +47,8 @@ from datasets.selectors import (
     variant_list_for_job,
 )
 from datasets.throttles import JOBS
-from samsite.api import ApiError
-from samsite.db import parse_uuid
+from samsite.common.api import ApiError
+from samsite.common.db import parse_uuid
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(

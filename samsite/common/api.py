@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from imaging.errors import ImagingError
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 
 class ApiError(exceptions.APIException):
