@@ -47,9 +47,9 @@ from datasets.services.datasets import dataset_create, dataset_delete, dataset_r
 from datasets.services.images import image_delete, image_set_class, images_upload
 from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
-from datasets.views import LenientContentNegotiation
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.pipeline import TemplateSpec
+from samsite.common.api import LenientContentNegotiation
 from samsite.common.db import parse_uuid
 from samsite.common.errors import ServiceError
 from samsite.common.fields import ErrorSerializer

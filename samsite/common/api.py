@@ -1,65 +1,47 @@
-"""Project-wide DRF glue: every API error is JSON with an ``error`` code."""
+"""Project-wide DRF glue: every API error is JSON with an ``error`` code, from the one table in
+``samsite.common.errors``; one content negotiation for views that never answer 406."""
 
 from __future__ import annotations
 
-from rest_framework import exceptions, status
+from django.core.exceptions import SuspiciousOperation
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
-from imaging.errors import ImagingError
-from samsite.common.errors import ServiceError
-
-
-class ApiError(exceptions.APIException):
-    """An API error with a stable machine code, rendered as ``{"error": code, "detail": message, ...extra}``."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
-
-    def __init__(self, code: str, detail: str | None = None, *, status_code: int | None = None, **extra):
-        super().__init__(detail or code, code)
-        self.error_code = code
-        self.extra = extra
-        if status_code is not None:
-            self.status_code = status_code
+from samsite.common.errors import error_info
 
 
 def exception_handler(exc, context):
-    """DRF's handler, then normalise the body so clients can always read ``error``."""
-    if isinstance(exc, ServiceError):
-        exc = ApiError(exc.code, exc.message, status_code=exc.status, **exc.extra)
-    elif isinstance(exc, ImagingError):
-        exc = ApiError(getattr(exc, "code", "invalid_input"), str(exc), **_imaging_extra(exc))
-    response = drf_exception_handler(exc, context)
-    if response is None:
+    """The REST API's handler: the body is ``error_info(exc).body()``; headers (``WWW-Authenticate``,
+    ``Retry-After``) and the transaction rollback are DRF's.
+
+    Django's request-level refusals (oversize body, too many fields, other SuspiciousOperation) and unexpected
+    exceptions return None: Django answers them (security log, ``samsite.views`` JSON error pages).
+    """
+    if isinstance(exc, SuspiciousOperation):
         return None
-    if isinstance(exc, ApiError):
-        response.data = {"error": exc.error_code, "detail": str(exc.detail), **exc.extra}
-    elif isinstance(exc, exceptions.ValidationError):
-        response.data = {"error": "validation_error", "detail": "Invalid input.", "fields": response.data}
-    elif isinstance(exc, exceptions.Throttled):
-        scope = getattr(context.get("view"), "throttle_scope", None)
-        response.data = {
-            "error": "throttled",
-            "detail": str(exc.detail),
-            "retry_after": exc.wait,
-            **({"limit": f"THROTTLE_{scope.upper()}"} if scope else {}),
-        }
-    elif isinstance(response.data, dict) and "detail" in response.data:
-        code = getattr(exc, "default_code", "error")
-        if isinstance(exc, exceptions.NotFound) or response.status_code == status.HTTP_404_NOT_FOUND:
-            code = "not_found"
-        response.data = {"error": code, **response.data}
+    if isinstance(exc, exceptions.Throttled) and not hasattr(exc, "scope"):
+        exc.scope = getattr(context.get("view"), "throttle_scope", None)
+    info = error_info(exc)
+    if info is None:
+        return None
+    response = drf_exception_handler(exc, context)
+    if response is None:  # not a DRF exception (ServiceError, imaging errors): DRF would not roll back
+        set_rollback()
+        response = Response(status=info.status)
+    response.data = info.body()
     return response
 
 
-def _imaging_extra(exc: ImagingError) -> dict:
-    extra = {}
-    for attribute in ("field", "index"):
-        value = getattr(exc, attribute, None)
-        if value is not None:
-            extra[attribute] = value
-    return extra
+class LenientContentNegotiation(DefaultContentNegotiation):
+    """Never a 406 before the view runs: file views get ``Accept: image/*``, old seed clients send
+    ``text/event-stream`` or ``text/html``. The answer (and any error) renders with the first renderer (JSON)."""
 
-
-def error_response(code: str, status_code: int = 400, **extra) -> Response:
-    return Response({"error": code, **extra}, status=status_code)
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except (exceptions.NotAcceptable, Http404):  # Http404: an unknown ?format= override
+            return renderers[0], renderers[0].media_type
