@@ -20,8 +20,9 @@ from rest_framework.views import APIView
 
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
-from datasets.prompts import box_from_input, check_templates_per_preview, edits_from_input, points_from_input
+from datasets.prompts import box_from_input, points_from_input
 from datasets.segmentation import app_segmenter_status, available_models, site_checkpoint_name
+from datasets.selection import templates_from_input
 from datasets.selectors import (
     dataset_get_for_user,
     dataset_list_for_user,
@@ -50,7 +51,6 @@ from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.pipeline import TemplateSpec
 from samsite.common.api import LenientContentNegotiation
-from samsite.common.db import parse_uuid
 from samsite.common.errors import ServiceError
 from samsite.common.fields import ErrorSerializer
 
@@ -249,29 +249,12 @@ class DatasetViewSet(viewsets.GenericViewSet):
 
     def _preview_specs(self, dataset: Dataset, items: object) -> list[TemplateSpec]:
         if items is None:
-            specs = [spec_for_template(template) for template in dataset.templates.order_by("position")]
-        elif not isinstance(items, list):
-            raise ServiceError(
-                "invalid_template", "templates must be a list of {id, edits}", field="templates"
-            )
+            selection = [(template, None) for template in dataset.templates.order_by("position")]
         else:
-            check_templates_per_preview(len(items))
-            specs = []
-            for index, item in enumerate(items):
-                template_id = item.get("id") or item.get("template_id") if isinstance(item, dict) else None
-                template_pk = parse_uuid(template_id)
-                template = dataset.templates.filter(pk=template_pk).first() if template_pk else None
-                if template is None:
-                    raise ServiceError(
-                        "invalid_template", "not a template of this dataset", field="templates", index=index
-                    )
-                edits = item.get("edits")
-                if edits is not None:
-                    edits_from_input(edits, index=index)
-                specs.append(spec_for_template(template, edits))
-        if not specs:
+            selection = templates_from_input(dataset, items, validate_edits=True)
+        if not selection:
             raise ServiceError("no_templates", "the dataset has no templates to preview", field="templates")
-        return specs
+        return [spec_for_template(template, edits) for template, edits in selection]
 
     @extend_schema(
         summary="Compute and cache the embeddings of chosen images (or all) now, synchronously.",

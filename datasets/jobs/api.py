@@ -38,6 +38,7 @@ from datasets.jobs.serializers import (
 )
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY
+from datasets.selection import templates_from_input
 from datasets.selectors import (
     dataset_get_for_user,
     job_get_for_user,
@@ -96,12 +97,12 @@ class DatasetJobListCreateApi(generics.ListAPIView):
         serializer = JobCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        templates = None
-        if "templates" in data:
-            templates = [
-                (_dataset_template(dataset, entry["template_id"], index), entry.get("edits"))
-                for index, entry in enumerate(data["templates"])
-            ]
+        templates = templates_from_input(
+            dataset,
+            data.get("templates"),
+            not_found=_template_not_found,
+            limit=None,  # a job's templates are bounded by the dataset, not the preview limit
+        )
         job = job_create(
             dataset=dataset,
             owner=request.user,
@@ -118,12 +119,8 @@ class DatasetJobListCreateApi(generics.ListAPIView):
         )
 
 
-def _dataset_template(dataset, template_id: str, index: int):
-    pk = parse_uuid(template_id)
-    template = dataset.templates.filter(pk=pk).first() if pk else None
-    if template is None:
-        raise ServiceError("template_not_found", "no such template in this dataset", index=index)
-    return template
+def _template_not_found(template_id: object, index: int | None) -> ServiceError:
+    return ServiceError("template_not_found", "no such template in this dataset", index=index)
 
 
 @extend_schema(tags=["jobs"])
