@@ -172,13 +172,16 @@ class DatasetViewSet(viewsets.GenericViewSet):
         if len(archives) > 1:
             raise ServiceError("too_many_archives", "send one zip per request", field="zip")
         result = images_upload(dataset=dataset, files=files, archive=archives[0] if archives else None)
-        body = {
+        outcome = {
             "count": len(result.created),
-            "created": _rendered(ImageSerializer, result.created, request, many=True),
-            "rejected": [{"filename": r.filename, "error": r.error} for r in result.rejected],
-            "dataset": self._detail(dataset),
+            "created": result.created,
+            "rejected": result.rejected,
+            "dataset": self.get_queryset().get(pk=dataset.pk),  # annotated with its counts
         }
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        return Response(
+            _rendered(UploadResultSerializer, outcome, request),
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
 
     # --- previews ---------------------------------------------------------------------------------------
 
@@ -224,20 +227,19 @@ class DatasetViewSet(viewsets.GenericViewSet):
             response = HttpResponse(png, content_type="image/png")
             response["X-Variant-Applied"] = "true" if applied else "false"
             return response
-        return Response(
-            {
-                "image_id": image.id.hex,
-                "filename": image.filename,
-                "applied": applied,
-                "template_ids": ids,
-                "template_names": names,
-                "width": width,
-                "height": height,
-                "score": score,
-                "area": area,
-                "variant_png": b64encode(png),
-            }
-        )
+        variant = {
+            "image_id": image.id.hex,
+            "filename": image.filename,
+            "applied": applied,
+            "template_ids": ids,
+            "template_names": names,
+            "width": width,
+            "height": height,
+            "score": score,
+            "area": area,
+            "variant_png": b64encode(png),
+        }
+        return Response(EditPreviewResponseSerializer(variant).data)
 
     def _preview_image(self, dataset: Dataset, image_id: str | None) -> DatasetImage:
         if image_id:
@@ -287,17 +289,16 @@ class DatasetViewSet(viewsets.GenericViewSet):
             }
             for step in embeddings_prewarm(images=images)
         ]
-        return Response(
-            {
-                "total": len(rows),
-                "computed": sum(row["computed"] for row in rows),
-                "skipped": sum(row["skipped"] for row in rows),
-                "failed": sum(bool(row["error"]) for row in rows),
-                "ms": sum(row["ms"] for row in rows),
-                "backend": app_segmenter_status()["backend"],
-                "images": rows,
-            }
-        )
+        summary = {
+            "total": len(rows),
+            "computed": sum(row["computed"] for row in rows),
+            "skipped": sum(row["skipped"] for row in rows),
+            "failed": sum(bool(row["error"]) for row in rows),
+            "ms": sum(row["ms"] for row in rows),
+            "backend": app_segmenter_status()["backend"],
+            "images": rows,
+        }
+        return Response(PrewarmResponseSerializer(summary).data)
 
 
 @extend_schema(tags=["images"])
@@ -370,23 +371,22 @@ class ImageViewSet(viewsets.GenericViewSet):
         candidates = [
             {
                 "rank": rank,
-                "score": float(candidate.score),
+                "score": candidate.score,
                 "area": candidate.area,
-                "bbox": list(candidate.bbox) if candidate.bbox is not None else None,
+                "bbox": candidate.bbox,
                 "mask_png": b64encode(encode_mask_png(candidate.mask)),
             }
             for rank, candidate in enumerate(preview.candidates, start=1)
         ]
-        return Response(
-            {
-                "image_id": image.id.hex,
-                "width": preview.width,
-                "height": preview.height,
-                "cached": preview.cached,
-                "backend": app_segmenter_status(image.dataset)["backend"],
-                "candidates": candidates,
-            }
-        )
+        masks = {
+            "image_id": image.id.hex,
+            "width": preview.width,
+            "height": preview.height,
+            "cached": preview.cached,
+            "backend": app_segmenter_status(image.dataset)["backend"],
+            "candidates": candidates,
+        }
+        return Response(SegmentResponseSerializer(masks).data)
 
 
 def _valid(serializer_class, data) -> dict:
@@ -418,4 +418,4 @@ class ModelListView(APIView):
             }
             for info in available_models()
         ]
-        return Response(rows)
+        return Response(ModelSerializer(rows, many=True).data)

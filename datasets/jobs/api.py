@@ -34,6 +34,7 @@ from datasets.jobs.serializers import (
     JobDetailSerializer,
     JobItemSerializer,
     JobSerializer,
+    TooManyStreamsSerializer,
     VariantSerializer,
 )
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
@@ -337,7 +338,10 @@ class JobEventsApi(_BinaryApi):
                 "either, the stream starts with the job's first event.",
             ),
         ],
-        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "server-sent events")},
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "server-sent events"),
+            429: TooManyStreamsSerializer,
+        },
         description="Live events of the job (server-sent events; needs an ASGI server). Event types: "
         "status, item, done (JSON data), plus stream-open and keep-alive (every 20 s).",
     )
