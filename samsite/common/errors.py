@@ -78,6 +78,12 @@ def _api_exception(exc: exceptions.APIException) -> ErrorInfo:
     return ErrorInfo(exc.status_code, exc.default_code, str(exc.detail))
 
 
+def _denied_detail(exc: BaseException) -> str:
+    """DRF's PermissionDenied carries ``detail``; Django's, a message or nothing (DRF's default text then)."""
+    detail = getattr(exc, "detail", None)
+    return str(detail) if detail is not None else str(exc) or exceptions.PermissionDenied.default_detail
+
+
 #: First matching row wins, so subclasses come before their bases.
 ERROR_TABLE: tuple[Rule, ...] = (
     (ServiceError, lambda exc: ErrorInfo(exc.status, exc.code, exc.message, dict(exc.extra))),
@@ -87,7 +93,7 @@ ERROR_TABLE: tuple[Rule, ...] = (
     (PointValidationError, lambda exc: ErrorInfo(400, "invalid_points", str(exc), {"index": exc.index})),
     (ImageDecodeError, lambda exc: ErrorInfo(400, "invalid_image", str(exc))),
     (ImagingError, lambda exc: ErrorInfo(400, "invalid_input", str(exc))),
-    # Django's request-level refusals (raised while reading the body).
+    # Django's exceptions; the SuspiciousOperation family is raised while reading the request body.
     (Http404, lambda exc: ErrorInfo(404, "not_found", str(exc) or "not found")),
     (
         RequestDataTooBig,
@@ -98,9 +104,7 @@ ERROR_TABLE: tuple[Rule, ...] = (
     (SuspiciousOperation, lambda exc: ErrorInfo(400, "bad_request", str(exc) or "bad request")),
     (
         DjangoPermissionDenied,
-        lambda exc: ErrorInfo(
-            403, "permission_denied", str(exc) or exceptions.PermissionDenied.default_detail
-        ),
+        lambda exc: ErrorInfo(403, "permission_denied", _denied_detail(exc)),
     ),
     # DRF's exceptions: their status (DRF turns a 401 into 403 when no scheme can challenge) and code.
     (exceptions.NotFound, lambda exc: ErrorInfo(404, "not_found", str(exc.detail))),
@@ -127,15 +131,10 @@ SEED_OVERRIDES: tuple[Rule, ...] = (
     ),
     (
         (exceptions.PermissionDenied, DjangoPermissionDenied),
-        lambda exc: ErrorInfo(403, "forbidden", _text(exc)),
+        lambda exc: ErrorInfo(403, "forbidden", _denied_detail(exc)),
     ),
     (exceptions.ValidationError, _api_exception),
 )
-
-
-def _text(exc: BaseException) -> str:
-    detail = getattr(exc, "detail", None)
-    return str(detail) if detail is not None else str(exc) or exceptions.PermissionDenied.default_detail
 
 
 def error_info(exc: BaseException, *, seed: bool = False) -> ErrorInfo | None:
