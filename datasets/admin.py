@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from datasets.models import Dataset, DatasetImage, GenerationJob, JobItem, Variant
-from samsite.admin_files import FilePreviewAdminMixin
+from samsite.common.admin_files import FilePreviewAdminMixin
 
 
 class DatasetImageInline(admin.TabularInline):

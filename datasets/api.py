@@ -2,7 +2,7 @@
 
 Thin views: parse the request, resolve ids through the ownership accessors (someone else's object is a
 404), call one service, render. The services raise ServiceError for refused input, rendered by
-``samsite.api.exception_handler`` as ``{"error": code, "detail": message, ...}`` (field/index when known).
+``samsite.common.api.exception_handler`` as ``{"error": code, "detail": message, ...}`` (field/index when known).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from rest_framework.views import APIView
 
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
-from datasets.prompts import box_from_input, check_templates_per_preview, edits_from_input, points_from_input
+from datasets.prompts import box_from_input, points_from_input
 from datasets.segmentation import app_segmenter_status, available_models, site_checkpoint_name
+from datasets.selection import templates_from_input
 from datasets.selectors import (
     dataset_get_for_user,
     dataset_list_for_user,
@@ -33,7 +34,6 @@ from datasets.serializers import (
     DatasetWriteSerializer,
     EditPreviewRequestSerializer,
     EditPreviewResponseSerializer,
-    ErrorSerializer,
     ImageClassSerializer,
     ImageSerializer,
     ImageUploadSerializer,
@@ -48,11 +48,11 @@ from datasets.services.datasets import dataset_create, dataset_delete, dataset_r
 from datasets.services.images import image_delete, image_set_class, images_upload
 from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
-from datasets.views import LenientContentNegotiation
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.pipeline import TemplateSpec
-from samsite.db import parse_uuid
-from samsite.errors import ServiceError
+from samsite.common.api import LenientContentNegotiation
+from samsite.common.errors import ServiceError
+from samsite.common.fields import ErrorSerializer
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
 
@@ -172,13 +172,16 @@ class DatasetViewSet(viewsets.GenericViewSet):
         if len(archives) > 1:
             raise ServiceError("too_many_archives", "send one zip per request", field="zip")
         result = images_upload(dataset=dataset, files=files, archive=archives[0] if archives else None)
-        body = {
+        outcome = {
             "count": len(result.created),
-            "created": _rendered(ImageSerializer, result.created, request, many=True),
-            "rejected": [{"filename": r.filename, "error": r.error} for r in result.rejected],
-            "dataset": self._detail(dataset),
+            "created": result.created,
+            "rejected": result.rejected,
+            "dataset": self.get_queryset().get(pk=dataset.pk),  # annotated with its counts
         }
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        return Response(
+            _rendered(UploadResultSerializer, outcome, request),
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
 
     # --- previews ---------------------------------------------------------------------------------------
 
@@ -224,20 +227,19 @@ class DatasetViewSet(viewsets.GenericViewSet):
             response = HttpResponse(png, content_type="image/png")
             response["X-Variant-Applied"] = "true" if applied else "false"
             return response
-        return Response(
-            {
-                "image_id": image.id.hex,
-                "filename": image.filename,
-                "applied": applied,
-                "template_ids": ids,
-                "template_names": names,
-                "width": width,
-                "height": height,
-                "score": score,
-                "area": area,
-                "variant_png": b64encode(png),
-            }
-        )
+        variant = {
+            "image_id": image.id.hex,
+            "filename": image.filename,
+            "applied": applied,
+            "template_ids": ids,
+            "template_names": names,
+            "width": width,
+            "height": height,
+            "score": score,
+            "area": area,
+            "variant_png": b64encode(png),
+        }
+        return Response(EditPreviewResponseSerializer(variant).data)
 
     def _preview_image(self, dataset: Dataset, image_id: str | None) -> DatasetImage:
         if image_id:
@@ -249,29 +251,12 @@ class DatasetViewSet(viewsets.GenericViewSet):
 
     def _preview_specs(self, dataset: Dataset, items: object) -> list[TemplateSpec]:
         if items is None:
-            specs = [spec_for_template(template) for template in dataset.templates.order_by("position")]
-        elif not isinstance(items, list):
-            raise ServiceError(
-                "invalid_template", "templates must be a list of {id, edits}", field="templates"
-            )
+            selection = [(template, None) for template in dataset.templates.order_by("position")]
         else:
-            check_templates_per_preview(len(items))
-            specs = []
-            for index, item in enumerate(items):
-                template_id = item.get("id") or item.get("template_id") if isinstance(item, dict) else None
-                template_pk = parse_uuid(template_id)
-                template = dataset.templates.filter(pk=template_pk).first() if template_pk else None
-                if template is None:
-                    raise ServiceError(
-                        "invalid_template", "not a template of this dataset", field="templates", index=index
-                    )
-                edits = item.get("edits")
-                if edits is not None:
-                    edits_from_input(edits, index=index)
-                specs.append(spec_for_template(template, edits))
-        if not specs:
+            selection = templates_from_input(dataset, items, validate_edits=True)
+        if not selection:
             raise ServiceError("no_templates", "the dataset has no templates to preview", field="templates")
-        return specs
+        return [spec_for_template(template, edits) for template, edits in selection]
 
     @extend_schema(
         summary="Compute and cache the embeddings of chosen images (or all) now, synchronously.",
@@ -304,17 +289,16 @@ class DatasetViewSet(viewsets.GenericViewSet):
             }
             for step in embeddings_prewarm(images=images)
         ]
-        return Response(
-            {
-                "total": len(rows),
-                "computed": sum(row["computed"] for row in rows),
-                "skipped": sum(row["skipped"] for row in rows),
-                "failed": sum(bool(row["error"]) for row in rows),
-                "ms": sum(row["ms"] for row in rows),
-                "backend": app_segmenter_status()["backend"],
-                "images": rows,
-            }
-        )
+        summary = {
+            "total": len(rows),
+            "computed": sum(row["computed"] for row in rows),
+            "skipped": sum(row["skipped"] for row in rows),
+            "failed": sum(bool(row["error"]) for row in rows),
+            "ms": sum(row["ms"] for row in rows),
+            "backend": app_segmenter_status()["backend"],
+            "images": rows,
+        }
+        return Response(PrewarmResponseSerializer(summary).data)
 
 
 @extend_schema(tags=["images"])
@@ -387,23 +371,22 @@ class ImageViewSet(viewsets.GenericViewSet):
         candidates = [
             {
                 "rank": rank,
-                "score": float(candidate.score),
+                "score": candidate.score,
                 "area": candidate.area,
-                "bbox": list(candidate.bbox) if candidate.bbox is not None else None,
+                "bbox": candidate.bbox,
                 "mask_png": b64encode(encode_mask_png(candidate.mask)),
             }
             for rank, candidate in enumerate(preview.candidates, start=1)
         ]
-        return Response(
-            {
-                "image_id": image.id.hex,
-                "width": preview.width,
-                "height": preview.height,
-                "cached": preview.cached,
-                "backend": app_segmenter_status(image.dataset)["backend"],
-                "candidates": candidates,
-            }
-        )
+        masks = {
+            "image_id": image.id.hex,
+            "width": preview.width,
+            "height": preview.height,
+            "cached": preview.cached,
+            "backend": app_segmenter_status(image.dataset)["backend"],
+            "candidates": candidates,
+        }
+        return Response(SegmentResponseSerializer(masks).data)
 
 
 def _valid(serializer_class, data) -> dict:
@@ -435,4 +418,4 @@ class ModelListView(APIView):
             }
             for info in available_models()
         ]
-        return Response(rows)
+        return Response(ModelSerializer(rows, many=True).data)

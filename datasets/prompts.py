@@ -11,7 +11,7 @@ from imaging.edits import Edits
 from imaging.errors import BoxValidationError, EditValidationError, PointValidationError
 from imaging.points import Point, parse_box, parse_points
 from imaging.segmenter import parse_mask_choice
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 
 def points_from_input(

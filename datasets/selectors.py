@@ -14,7 +14,7 @@ from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Window
 from django.db.models.functions import RowNumber
 
 from datasets.models import Dataset, DatasetImage, GenerationJob, ItemStatus, JobItem, Variant
-from samsite.db import get_by_public_id, require_user
+from samsite.common.db import get_by_public_id, require_user
 
 
 def dataset_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Dataset]:

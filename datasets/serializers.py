@@ -12,78 +12,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from datasets.models import ComposeMode, Dataset, DatasetImage, ImageClass
-from imaging.edits import EDIT_FIELDS, EDIT_RANGES
+from samsite.common.fields import BoxField, EditsField, SegmentPointsField
 
 CLASS_CHOICES = ImageClass.choices
 
 
 def _absolute(request, path: str) -> str:
     return request.build_absolute_uri(path) if request is not None else path
-
-
-# --- shared field shapes (documented precisely, validated by the services) --------------------------------
-
-
-class PointSerializer(serializers.Serializer):
-    """A normalised point prompt."""
-
-    x_norm = serializers.FloatField(min_value=0.0, max_value=1.0)
-    y_norm = serializers.FloatField(min_value=0.0, max_value=1.0)
-    positive = serializers.BooleanField(default=True, help_text="Foreground (true) or background (false).")
-
-
-class SegmentPointSerializer(serializers.Serializer):
-    """A point prompt: ``x_norm``/``y_norm`` in [0, 1], or with ``"units": "px"`` pixel ``x``/``y``."""
-
-    x_norm = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    y_norm = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    x = serializers.FloatField(required=False, min_value=0.0, help_text="Pixels from the left (units 'px').")
-    y = serializers.FloatField(required=False, min_value=0.0, help_text="Pixels from the top (units 'px').")
-    positive = serializers.BooleanField(default=True)
-
-
-class EditsSerializer(serializers.Serializer):
-    """Edit values (every key optional; missing or null means no change). Unknown keys are refused."""
-
-    def get_fields(self):
-        return {
-            name: serializers.FloatField(
-                required=False,
-                allow_null=True,
-                min_value=EDIT_RANGES[name][0],
-                max_value=EDIT_RANGES[name][1],
-            )
-            for name in EDIT_FIELDS
-        }
-
-
-@extend_schema_field(PointSerializer(many=True))
-class PointsField(serializers.JSONField):
-    """Raw JSON handed to the service, which reports the index of a bad point."""
-
-
-@extend_schema_field(
-    {
-        "type": "array",
-        "items": {"type": "number", "minimum": 0, "maximum": 1},
-        "minItems": 4,
-        "maxItems": 4,
-        "nullable": True,
-        "description": "Box prompt [x0, y0, x1, y1] normalised to [0, 1].",
-    }
-)
-class BoxField(serializers.JSONField):
-    """Raw JSON handed to the box parser (``datasets.prompts.box_from_input``)."""
-
-
-@extend_schema_field(SegmentPointSerializer(many=True))
-class SegmentPointsField(serializers.JSONField):
-    """Raw JSON handed to the point parser (normalised or pixel units)."""
-
-
-@extend_schema_field(EditsSerializer)
-class EditsField(serializers.JSONField):
-    """Raw JSON handed to the imaging ``Edits`` rules (which name the bad field)."""
 
 
 # --- datasets ---------------------------------------------------------------------------------------------
@@ -329,12 +264,3 @@ class PrewarmResponseSerializer(serializers.Serializer):
     ms = serializers.IntegerField()
     backend = serializers.CharField()
     images = PrewarmImageSerializer(many=True)
-
-
-class ErrorSerializer(serializers.Serializer):
-    """Every error: a stable code, a message, and where it applies the offending field and index."""
-
-    error = serializers.CharField()
-    detail = serializers.CharField()
-    field = serializers.CharField(required=False)
-    index = serializers.IntegerField(required=False)

@@ -9,29 +9,17 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import NotAcceptable
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from datasets.image_io import OPAQUE_CONTENT_TYPE, served_content_type
 from datasets.jobs.downloads import file_chunks, harden_file_response, stream_response
 from datasets.models import DatasetImage
 from datasets.selectors import image_get_for_user
-from datasets.serializers import ErrorSerializer
+from samsite.common.api import LenientContentNegotiation
+from samsite.common.fields import ErrorSerializer
 
 # Files never change under an id (a new upload is a new image), so browsers may keep them a day.
 FILE_CACHE_CONTROL = "private, max-age=86400"
-
-
-class LenientContentNegotiation(DefaultContentNegotiation):
-    """For views that answer with a file: an ``Accept: image/*`` header must not turn into a 406 before the
-    view runs; errors still render with the first renderer (JSON)."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except (NotAcceptable, Http404):  # Http404: an unknown ?format= override
-            return renderers[0], renderers[0].media_type
 
 
 def file_response(request, file, *, filename: str, content_type: str | None = None, download: bool = False):

@@ -8,7 +8,7 @@ from django import forms
 
 from datasets.models import ComposeMode, ImageClass, OutputFormat
 from imaging.edits import EDIT_FIELDS, EDIT_RANGES, NEUTRAL_VALUES
-from samsite.parsers import loads_limited
+from samsite.common.parsers import loads_limited
 
 CLASS_CHOICES = [
     ("", "any class"),

@@ -31,7 +31,7 @@ from imaging.codecs import b64encode, encode_mask_png, make_thumbnail
 from imaging.edits import EDIT_FIELDS, NEUTRAL_VALUES
 from imaging.pipeline import template_applies
 from imaging.points import parse_points
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 from templates_app.selectors import template_count_for_dataset
 
 from .forms import GenerateForm, edit_field_id, edit_rows

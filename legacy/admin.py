@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from legacy.models import Component, LegacySession
-from samsite.admin_files import FilePreviewAdminMixin
+from samsite.common.admin_files import FilePreviewAdminMixin
 
 
 class ComponentInline(admin.TabularInline):

@@ -16,11 +16,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import exceptions
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -28,19 +26,12 @@ from rest_framework.views import APIView
 
 from datasets.models import Dataset, DatasetImage
 from datasets.selectors import dataset_get_for_user, image_get_for_user
-from datasets.throttles import ScopeThrottle, limit_name
-from imaging.errors import (
-    CheckpointError,
-    EditValidationError,
-    ImageDecodeError,
-    ImagingError,
-    PointValidationError,
-    SegmenterUnavailable,
-)
+from datasets.throttles import ScopeThrottle
 from legacy.models import LegacySession
 from legacy.selectors import legacy_session_get_for_user
-from samsite.errors import ServiceError
-from samsite.parsers import JSONParser
+from samsite.common.api import LenientContentNegotiation
+from samsite.common.errors import UNEXPECTED, ServiceError, error_info
+from samsite.common.parsers import JSONParser
 from templates_app.models import Template
 from templates_app.selectors import template_get_for_user
 
@@ -53,58 +44,14 @@ class AnyJSONParser(JSONParser):
     media_type = "*/*"
 
 
-class LenientContentNegotiation(DefaultContentNegotiation):
-    """Never a 406: old clients send ``Accept: text/event-stream`` or ``text/html``; the answer is JSON (or SSE)."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except exceptions.NotAcceptable:
-            return renderers[0], renderers[0].media_type
-
-
-def error_body(code: str, detail: str | None = None, /, **extra: Any) -> dict:
-    return {"error": code, "detail": detail or code, **extra}
-
-
 def seed_error(exc: BaseException) -> tuple[int, dict]:
-    """``(status, body)`` for an exception raised while serving a seed endpoint (also used by the streams)."""
-    if isinstance(exc, ServiceError):
-        return exc.status, error_body(exc.code, exc.message, **exc.extra)
-    if isinstance(exc, SegmenterUnavailable | CheckpointError):
-        return 503, error_body("sam_model_not_loaded", str(exc))
-    if isinstance(exc, EditValidationError):
-        return 400, error_body("invalid_edits", str(exc), field=exc.field)
-    if isinstance(exc, PointValidationError):
-        return 400, error_body("invalid_points", str(exc), index=exc.index)
-    if isinstance(exc, ImageDecodeError):
-        return 400, error_body("invalid_image", str(exc))
-    if isinstance(exc, ImagingError):
-        return 400, error_body("invalid_input", str(exc))
-    if isinstance(exc, Http404 | exceptions.NotFound):
-        return 404, error_body("not_found", str(exc) or "not found")
-    if isinstance(exc, RequestDataTooBig):
-        return 413, error_body("request_too_large", str(exc))
-    if isinstance(exc, TooManyFilesSent | TooManyFieldsSent):
-        return 400, error_body("too_many_files", str(exc))
-    if isinstance(exc, SuspiciousOperation):
-        return 400, error_body("bad_request", str(exc))
-    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        return 401, error_body("unauthorized", str(exc.detail))
-    if isinstance(exc, exceptions.ParseError):
-        detail = str(exc.detail)
-        return 400, error_body("invalid_json" if "JSON" in detail else "bad_request", detail)
-    if isinstance(exc, exceptions.Throttled):
-        extra = {"limit": limit_name(exc.scope)} if getattr(exc, "scope", None) else {}
-        return exc.status_code, error_body("throttled", str(exc.detail), retry_after=exc.wait, **extra)
-    if isinstance(exc, exceptions.PermissionDenied):
-        return 403, error_body("forbidden", str(exc.detail))
-    if isinstance(exc, exceptions.MethodNotAllowed):
-        return 405, error_body("method_not_allowed", str(exc.detail))
-    if isinstance(exc, exceptions.APIException):
-        return exc.status_code, error_body(exc.default_code, str(exc.detail))
-    logger.error("seed API: unexpected error", exc_info=exc)
-    return 500, error_body("internal_error", "unexpected server error")
+    """``(status, body)`` for an exception raised while serving a seed endpoint (also used by the streams):
+    the project's error table with the seed overrides; anything unmapped is a logged 500 JSON."""
+    info = error_info(exc, seed=True)
+    if info is None:
+        logger.error("seed API: unexpected error", exc_info=exc)
+        info = UNEXPECTED
+    return info.status, info.body()
 
 
 def seed_exception_handler(exc: Exception, context: Mapping) -> Response:
@@ -114,7 +61,7 @@ def seed_exception_handler(exc: Exception, context: Mapping) -> Response:
         status, body = seed_error(exc)
     except Exception:  # rendering the error must never turn it into an HTML 500
         logger.exception("seed API: could not render %r", exc)
-        status, body = 500, error_body("internal_error", "unexpected server error")
+        status, body = UNEXPECTED.status, UNEXPECTED.body()
     response = Response(body, status=status)
     auth_header = getattr(exc, "auth_header", None)
     if status == 401 and auth_header:

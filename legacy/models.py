@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from datasets.image_io import safe_suffix
-from samsite.db import BaseModel
+from samsite.common.db import BaseModel
 
 
 def legacy_upload_to(instance: models.Model, filename: str) -> str:

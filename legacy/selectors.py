@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 
 from legacy.models import LegacySession
-from samsite.db import get_by_public_id, require_user
+from samsite.common.db import get_by_public_id, require_user
 
 
 def legacy_session_get_for_user(*, user: AbstractBaseUser, session_id: object) -> LegacySession:

@@ -48,7 +48,7 @@ from imaging.errors import EditValidationError, ImageDecodeError
 from imaging.points import Point, parse_points
 from imaging.segmenter import Embedding, MaskCandidate, Segmenter, mask_bbox
 from legacy.models import Component, LegacySession
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 BATCH_MODES = ("full", "center_point")
 

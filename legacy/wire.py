@@ -16,8 +16,8 @@ from datasets.services.previews import MAX_CANDIDATES
 from imaging.edits import Edits
 from legacy.models import Component
 from legacy.services import whole_number
-from samsite.errors import ServiceError
-from samsite.parsers import loads_limited
+from samsite.common.errors import ServiceError
+from samsite.common.parsers import loads_limited
 from templates_app.models import Template
 
 #: Upload errors whose old wire form is the message itself (``{"error": "max_images_exceeded:12/10"}``).

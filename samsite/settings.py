@@ -153,7 +153,7 @@ MAX_REQUEST_BODY_MB = env_int("MAX_REQUEST_BODY_MB", 16, minimum=1)
 MAX_UPLOAD_REQUEST_MB = env_int("MAX_UPLOAD_REQUEST_MB", 1024, minimum=1)
 # Django's own check on non-file form/JSON data, aligned with the ASGI guard (a second line for WSGI).
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_MB * 1024 * 1024
-#: JSON nesting deeper than this is refused (400 invalid_json) by samsite.parsers.
+#: JSON nesting deeper than this is refused (400 invalid_json) by samsite.common.parsers.
 MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 32, minimum=4)
 
 # --- Work per request ----------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [
-        "samsite.parsers.JSONParser",
+        "samsite.common.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -260,7 +260,7 @@ REST_FRAMEWORK = {
         "jobs": env_str("THROTTLE_JOBS") or "30/min",
         "login": env_str("THROTTLE_LOGIN") or "30/min",
     },
-    "EXCEPTION_HANDLER": "samsite.api.exception_handler",
+    "EXCEPTION_HANDLER": "samsite.common.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "SAM Bulk Dataset Generator API",

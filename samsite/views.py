@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import SuspiciousOperation
 from django.db import connection
 from django.http import JsonResponse
 from django.views import defaults
 from django.views.decorators.http import require_GET
 
 from datasets.segmentation import app_segmenter_status
+from samsite.common.errors import UNEXPECTED, ErrorInfo, error_info
+from samsite.common.fields import ErrorSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -60,33 +62,31 @@ def is_api_path(path: str) -> bool:
     return path.startswith(API_PREFIXES)
 
 
-def _json_error(status: int, code: str, detail: str) -> JsonResponse:
-    return JsonResponse({"error": code, "detail": detail}, status=status)
+def _json_error(info: ErrorInfo) -> JsonResponse:
+    return JsonResponse(ErrorSerializer(info.body()).data, status=info.status)
 
 
 def bad_request(request, exception=None):
     if is_api_path(request.path):
-        if isinstance(exception, RequestDataTooBig):
-            return _json_error(413, "request_too_large", str(exception) or "request body too large")
-        if isinstance(exception, TooManyFieldsSent | TooManyFilesSent):
-            return _json_error(400, "too_many_fields", str(exception))
-        return _json_error(400, "bad_request", str(exception) or "bad request")
+        # The oversize/too-many refusals by the one error table; any other 400 (BadRequest, ...) is generic.
+        info = error_info(exception) if isinstance(exception, SuspiciousOperation) else None
+        return _json_error(info or ErrorInfo(400, "bad_request", str(exception or "") or "bad request"))
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception=None):
     if is_api_path(request.path):
-        return _json_error(403, "forbidden", str(exception) or "forbidden")
+        return _json_error(ErrorInfo(403, "forbidden", str(exception or "") or "forbidden"))
     return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request, exception=None):
     if is_api_path(request.path):
-        return _json_error(404, "not_found", "not found")
+        return _json_error(ErrorInfo(404, "not_found", "not found"))
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
     if is_api_path(request.path):
-        return _json_error(500, "internal_error", "unexpected server error")
+        return _json_error(UNEXPECTED)
     return defaults.server_error(request)

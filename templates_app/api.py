@@ -9,8 +9,8 @@ from rest_framework.response import Response
 
 from datasets.models import Dataset, DatasetImage
 from datasets.selectors import dataset_get_for_user, image_get_for_user
-from datasets.serializers import ErrorSerializer
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
+from samsite.common.fields import ErrorSerializer
 from templates_app.models import Template
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.serializers import TemplateSerializer, TemplateWriteSerializer

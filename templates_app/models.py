@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from datasets.models import Dataset, DatasetImage, ImageClass
-from samsite.db import BaseModel
+from samsite.common.db import BaseModel
 
 
 def validate_points(value: object) -> None:

@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from datasets.models import Dataset
-from samsite.db import get_by_public_id, require_user
+from samsite.common.db import get_by_public_id, require_user
 from templates_app.models import Template
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from datasets.serializers import CLASS_CHOICES, BoxField, EditsField, PointsField
+from datasets.serializers import CLASS_CHOICES
+from samsite.common.fields import BoxField, EditsField, PointsField
 from templates_app.models import Template
 
 

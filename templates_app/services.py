@@ -26,7 +26,7 @@ from datasets.prompts import (
 )
 from datasets.services.datasets import clean_display_name, dataset_lock
 from imaging.edits import Edits
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 from templates_app.models import Template
 
 TEMPLATE_FIELDS = frozenset(

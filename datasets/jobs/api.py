@@ -34,10 +34,12 @@ from datasets.jobs.serializers import (
     JobDetailSerializer,
     JobItemSerializer,
     JobSerializer,
+    TooManyStreamsSerializer,
     VariantSerializer,
 )
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY
+from datasets.selection import templates_from_input
 from datasets.selectors import (
     dataset_get_for_user,
     job_get_for_user,
@@ -47,8 +49,8 @@ from datasets.selectors import (
     variant_list_for_job,
 )
 from datasets.throttles import JOBS
-from samsite.api import ApiError
-from samsite.db import parse_uuid
+from samsite.common.db import parse_uuid
+from samsite.common.errors import ServiceError
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(
@@ -96,12 +98,12 @@ class DatasetJobListCreateApi(generics.ListAPIView):
         serializer = JobCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        templates = None
-        if "templates" in data:
-            templates = [
-                (_dataset_template(dataset, entry["template_id"], index), entry.get("edits"))
-                for index, entry in enumerate(data["templates"])
-            ]
+        templates = templates_from_input(
+            dataset,
+            data.get("templates"),
+            not_found=_template_not_found,
+            limit=None,  # a job's templates are bounded by the dataset, not the preview limit
+        )
         job = job_create(
             dataset=dataset,
             owner=request.user,
@@ -118,12 +120,8 @@ class DatasetJobListCreateApi(generics.ListAPIView):
         )
 
 
-def _dataset_template(dataset, template_id: str, index: int):
-    pk = parse_uuid(template_id)
-    template = dataset.templates.filter(pk=pk).first() if pk else None
-    if template is None:
-        raise ApiError("template_not_found", "no such template in this dataset", index=index)
-    return template
+def _template_not_found(template_id: object, index: int | None) -> ServiceError:
+    return ServiceError("template_not_found", "no such template in this dataset", index=index)
 
 
 @extend_schema(tags=["jobs"])
@@ -206,14 +204,14 @@ class JobVariantListApi(generics.ListAPIView):
         if image:
             image_pk = parse_uuid(image)
             if image_pk is None:
-                raise ApiError("invalid_filter", "image must be an image id", field="image")
+                raise ServiceError("invalid_filter", "image must be an image id", field="image")
             queryset = queryset.filter(image_id=image_pk)
         template = self.request.query_params.get("template")
         if template:
             if template != STACK_TEMPLATE_KEY:
                 template_pk = parse_uuid(template)
                 if template_pk is None:
-                    raise ApiError(
+                    raise ServiceError(
                         "invalid_filter", 'template must be a template id or "stack"', field="template"
                     )
                 template = template_pk.hex
@@ -247,8 +245,8 @@ class VariantFileApi(_BinaryApi):
     def get(self, request: Request, variant_id: str):
         variant = variant_get_for_user(user=request.user, variant_id=variant_id)
         if not variant.file:
-            raise ApiError(
-                "not_found", "this annotation has no image (annotate job): see its mask", status_code=404
+            raise ServiceError(
+                "not_found", "this annotation has no image (annotate job): see its mask", status=404
             )
         return variant_file_response(request, variant)
 
@@ -262,7 +260,7 @@ class VariantMaskApi(_BinaryApi):
     def get(self, request: Request, variant_id: str):
         variant = variant_get_for_user(user=request.user, variant_id=variant_id)
         if not variant.mask_file:
-            raise ApiError("not_found", "this variant has no mask", status_code=404)
+            raise ServiceError("not_found", "this variant has no mask", status=404)
         return variant_file_response(request, variant, mask=True)
 
 
@@ -313,7 +311,7 @@ class JobExportApi(_BinaryApi):
         job = job_get_for_user(user=request.user, job_id=job_id)
         fmt = request.query_params.get("format", "")
         if fmt not in EXPORT_FORMATS:
-            raise ApiError(
+            raise ServiceError(
                 "invalid_format",
                 f"format must be one of {', '.join(EXPORT_FORMATS)}",
                 field="format",
@@ -321,11 +319,11 @@ class JobExportApi(_BinaryApi):
             )
         flag = request.query_params.get("exclude_flagged", "0").strip().lower()
         if flag not in ("", "0", "1", "true", "false"):
-            raise ApiError("invalid_filter", "exclude_flagged must be 0 or 1", field="exclude_flagged")
+            raise ServiceError("invalid_filter", "exclude_flagged must be 0 or 1", field="exclude_flagged")
         try:
             return export_response(request, job, fmt, exclude_flagged=flag in ("1", "true"))
         except ExportError as exc:
-            raise ApiError(exc.code, str(exc), field="format") from None
+            raise ServiceError(exc.code, str(exc), field="format") from None
 
 
 @extend_schema(tags=["jobs"])
@@ -340,7 +338,10 @@ class JobEventsApi(_BinaryApi):
                 "either, the stream starts with the job's first event.",
             ),
         ],
-        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "server-sent events")},
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "server-sent events"),
+            429: TooManyStreamsSerializer,
+        },
         description="Live events of the job (server-sent events; needs an ASGI server). Event types: "
         "status, item, done (JSON data), plus stream-open and keep-alive (every 20 s).",
     )

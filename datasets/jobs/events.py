@@ -383,7 +383,10 @@ def stream_slot_release(user) -> None:
 def too_many_streams_response(exc: TooManyStreams):
     from django.http import JsonResponse
 
-    return JsonResponse({"error": "too_many_streams", "detail": str(exc), "limit": exc.limit}, status=429)
+    from datasets.jobs.serializers import TooManyStreamsSerializer  # it imports this module
+
+    body = {"error": "too_many_streams", "detail": str(exc), "limit": exc.limit}
+    return JsonResponse(TooManyStreamsSerializer(body).data, status=429)
 
 
 async def _holding_slot(user, content):

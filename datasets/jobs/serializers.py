@@ -10,6 +10,7 @@ from rest_framework import serializers
 from datasets.jobs.events import job_counters, job_first_event_id, job_last_event_id
 from datasets.jobs.services import job_queue_position
 from datasets.models import ComposeMode, GenerationJob, ItemStatus, JobItem, OutputFormat, Variant
+from samsite.common.fields import ErrorSerializer
 
 MAX_ERRORS_SHOWN = 100
 
@@ -35,6 +36,14 @@ class JobCreateSerializer(serializers.Serializer):
     compose = serializers.ChoiceField(choices=ComposeMode.choices, default=ComposeMode.STACK)
     format = serializers.ChoiceField(choices=OutputFormat.choices, default=OutputFormat.PNG)
     export_mask = serializers.BooleanField(default=False)
+
+
+class TooManyStreamsSerializer(ErrorSerializer):
+    """429 ``too_many_streams``: the user already has SSE_MAX_CONNECTIONS_PER_USER event streams open."""
+
+    limit = serializers.IntegerField(
+        help_text="Streams one user may have open (SSE_MAX_CONNECTIONS_PER_USER)."
+    )
 
 
 class JobCountersSerializer(serializers.Serializer):

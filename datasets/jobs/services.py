@@ -67,7 +67,7 @@ from datasets.models import (
 )
 from datasets.services.datasets import delete_stored_files
 from imaging.errors import EditValidationError, PointValidationError
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

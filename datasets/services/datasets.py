@@ -13,7 +13,7 @@ from django.db import transaction
 
 from datasets.models import Dataset, DatasetImage, Variant
 from datasets.services.thumbnails import variant_thumbnail_names
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from datasets.services.thumbnails import variant_thumbnail_names
 from imaging.codecs import decode_image, encode_thumbnail_png, is_image_filename, sha256_hex
 from imaging.errors import ImageDecodeError
 from imaging.pipeline import classify_filename
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 THUMBNAIL_MAX_SIDE = 160
 #: Display filenames are cut to this many characters (the extension is kept), leaving room for " (n)".

@@ -44,7 +44,7 @@ from imaging.errors import CheckpointError, ImageDecodeError, SegmenterUnavailab
 from imaging.pipeline import TemplateSpec, VariantResult, generate_for_image
 from imaging.points import Point, denormalize, denormalize_box
 from imaging.segmenter import Embedding, MaskCandidate, Segmenter
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

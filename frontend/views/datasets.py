@@ -30,7 +30,7 @@ from frontend.forms import (
     DatasetNameForm,
     ImageClassForm,
 )
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 
 @login_required

@@ -30,7 +30,7 @@ from frontend.forms import (
 )
 from frontend.views.shared import form_error_text
 from imaging.errors import EditValidationError, ImagingError
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import template_update
 

@@ -26,7 +26,7 @@ from datasets.services.thumbnails import thumbnail_read, variant_thumbnail_ensur
 from datasets.throttles import JOBS, scoped_throttle
 from frontend import live, presenters
 from imaging.errors import ImagingError
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

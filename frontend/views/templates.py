@@ -32,8 +32,8 @@ from frontend.forms import (
 )
 from frontend.views.shared import form_error_text
 from imaging.errors import ImagingError, SegmenterUnavailable
-from samsite.errors import ServiceError
-from samsite.parsers import loads_limited
+from samsite.common.errors import ServiceError
+from samsite.common.parsers import loads_limited
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import template_create, template_delete, template_update
 

@@ -19,7 +19,7 @@ from legacy.http import SeedUploadView, as_bool, seed_error
 from legacy.services import batch_check, batch_image_process
 from legacy.streams import calls_stream, event_stream_response
 from legacy.wire import parse_batch_edits, uploaded_files
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 
 def _batch_item(

@@ -49,7 +49,7 @@ from legacy.wire import (
     template_json,
     uploaded_files,
 )
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 from templates_app.models import Template
 from templates_app.selectors import template_list_for_dataset
 from templates_app.services import template_create

@@ -13,7 +13,7 @@ from imaging.codecs import b64encode, encode_image, encode_mask_png
 from legacy.http import SeedUploadView, SeedView, as_bool
 from legacy.services import component_save, legacy_apply, legacy_segment, legacy_session_create
 from legacy.wire import component_json, parse_top_k, point_summary
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 
 class LegacyInitView(SeedUploadView):

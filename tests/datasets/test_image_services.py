@@ -16,7 +16,7 @@ from datasets.services.images import (
     sanitize_filename,
     unique_filename,
 )
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 from tests.datasets.helpers import stored_files, upload_file
 from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, VariantFactory, png_bytes
 

@@ -13,7 +13,7 @@ from datasets.jobs.services import (
     job_retry_failed,
 )
 from datasets.models import GenerationJob, ItemStatus, JobStatus
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 from tests.factories import DatasetFactory, TemplateFactory
 from tests.jobs.conftest import add_templates
 

@@ -11,7 +11,7 @@ from datasets.services.images import sanitize_filename
 from imaging.codecs import b64encode, encode_mask_png
 from legacy.models import LegacySession
 from legacy.wire import parse_top_k
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 from tests.legacy.conftest import init_dataset, post_json, upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")]

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from datasets.models import ComposeMode, GenerationJob, JobSource, OutputFormat
 from imaging.codecs import is_image_filename
-from samsite.errors import ServiceError
+from samsite.common.errors import ServiceError
 
 TEMPLATES_HELP = """\
 templates.json is a JSON list of templates, applied in list order:
