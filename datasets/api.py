@@ -46,9 +46,15 @@ from datasets.serializers import (
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename, dataset_set_checkpoint
 from datasets.services.images import image_delete, image_set_class, images_upload
-from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
+from datasets.services.previews import (
+    edit_preview,
+    embeddings_prewarm,
+    mask_candidates_json,
+    segment_preview,
+    working_image,
+)
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
-from imaging.codecs import b64encode, encode_image, encode_mask_png
+from imaging.codecs import b64encode, encode_image
 from imaging.pipeline import TemplateSpec
 from samsite.common.api import LenientContentNegotiation
 from samsite.common.errors import ServiceError
@@ -368,23 +374,13 @@ class ImageViewSet(viewsets.GenericViewSet):
                 require_positive=box is None,
             )
         preview = segment_preview(image=image, points=points, box=box)
-        candidates = [
-            {
-                "rank": rank,
-                "score": candidate.score,
-                "area": candidate.area,
-                "bbox": candidate.bbox,
-                "mask_png": b64encode(encode_mask_png(candidate.mask)),
-            }
-            for rank, candidate in enumerate(preview.candidates, start=1)
-        ]
         masks = {
             "image_id": image.id.hex,
             "width": preview.width,
             "height": preview.height,
             "cached": preview.cached,
             "backend": app_segmenter_status(image.dataset)["backend"],
-            "candidates": candidates,
+            "candidates": mask_candidates_json(preview.candidates),
         }
         return Response(SegmentResponseSerializer(masks).data)
 

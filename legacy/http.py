@@ -32,8 +32,6 @@ from legacy.selectors import legacy_session_get_for_user
 from samsite.common.api import LenientContentNegotiation
 from samsite.common.errors import UNEXPECTED, ServiceError, error_info
 from samsite.common.parsers import JSONParser
-from templates_app.models import Template
-from templates_app.selectors import template_get_for_user
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +127,6 @@ class SeedView(APIView):
             return image_get_for_user(user=self.request.user, image_id=image_id, dataset=dataset)
         except Http404:
             raise ServiceError("image_not_found", "image not found", status=404) from None
-
-    def get_template(self, template_id: object, *, dataset: Dataset) -> Template:
-        try:
-            return template_get_for_user(user=self.request.user, template_id=template_id, dataset=dataset)
-        except Http404:
-            raise ServiceError(
-                "template_not_found", "template not found", status=404, template_id=str(template_id)
-            ) from None
 
     def get_session(self, image_id: object) -> LegacySession:
         if image_id in (None, ""):

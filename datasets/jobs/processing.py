@@ -14,7 +14,8 @@ Overlap: a two-thread pool *prepares* the next image (decode, then its embedding
 encoder) and *renders* the previous one (edits, output encodes, store), while the worker thread predicts the
 current image's masks and commits the previous one once they are predicted (cv2/PIL/zlib/numpy and torch
 release the GIL, so on two cores the model, the edits and the codecs run at once). Images are committed, and
-their events sent, in order, one image behind the predictions. The pool never touches the database.
+their events sent, in order, as soon as their outputs are stored (at the latest once the next image's masks are
+predicted; never held back by the next image's encode). The pool never touches the database.
 
 Cancel and leases: before every image the worker renews its lease on the chunk's remaining items and reads the
 job's cancel flag; on a cancel it releases the items it has not started, so a cancel takes effect within one
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
@@ -201,8 +202,8 @@ class _ChunkProcessor:
         items = list(self.claim.items)
         started = time.perf_counter()
         # Two pool threads: one prepares the next image while the other renders, encodes and stores the
-        # previous one; this thread predicts, and commits each image once the next one's masks are predicted,
-        # so on two cores the model, the edits and the codecs run at the same time.
+        # previous one; this thread predicts, and commits each image once its outputs are stored, so on two
+        # cores the model, the edits and the codecs run at the same time.
         pending: _Outcome | None = None
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="samgen-io") as pool:
             upcoming: Future | None = pool.submit(self._prepare, items[0]) if items else None
@@ -216,6 +217,9 @@ class _ChunkProcessor:
                     not_started = [pk for pk in held if pk in remaining]
                     services.items_release(worker=self.worker, job=self.job, item_ids=not_started)
                     break
+                if pending is not None and self._rendered_before(pending, upcoming):
+                    self._commit(pending)  # its event goes out now, not after the next image's encode
+                    pending = None
                 prepared = upcoming.result()
                 has_next = position + 1 < len(items)
                 upcoming = pool.submit(self._prepare, items[position + 1]) if has_next else None
@@ -229,6 +233,15 @@ class _ChunkProcessor:
             if pending is not None:
                 self._commit(pending)  # its work is done (a cancel stops what has not started)
         self.timings["wall"] = self.timings.get("wall", 0.0) + (time.perf_counter() - started) * 1000
+
+    @staticmethod
+    def _rendered_before(pending: _Outcome, upcoming: Future) -> bool:
+        """Wait until ``pending``'s outputs are stored or the next image is prepared, whichever comes first;
+        True when ``pending`` is ready to commit (a cold encode never holds back the previous image's event)."""
+        if pending.stored is None:
+            return True
+        wait([pending.stored, upcoming], return_when=FIRST_COMPLETED)
+        return pending.stored.done()
 
     def _cancel_requested(self) -> bool:
         row = GenerationJob.objects.filter(pk=self.job.pk).values_list("cancel_requested", "status").first()

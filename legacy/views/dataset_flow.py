@@ -22,8 +22,9 @@ from datasets.image_io import read_file_bytes
 from datasets.jobs.services import job_create
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, JobSource
-from datasets.prompts import check_templates_per_preview, points_from_input
+from datasets.prompts import points_from_input
 from datasets.segmentation import app_segmenter, app_segmenter_status
+from datasets.selection import templates_from_input
 from datasets.selectors import image_list_for_dataset
 from datasets.services.datasets import dataset_create, dataset_delete
 from datasets.services.images import images_upload
@@ -36,7 +37,6 @@ from datasets.services.previews import (
     working_image,
 )
 from imaging.codecs import b64encode, encode_image, encode_mask_png
-from imaging.edits import EDIT_FIELDS
 from imaging.errors import EditValidationError
 from legacy.http import SeedUploadView, SeedView, as_bool, seed_error
 from legacy.streams import Rendition, event_stream_response, iterator_stream, job_relay
@@ -166,44 +166,25 @@ class PointPreviewView(SeedView):
 
 
 def _template_selection(
-    view: SeedView, dataset: Dataset, data: Mapping[str, Any]
+    dataset: Dataset, data: Mapping[str, Any]
 ) -> list[tuple[Template, Mapping | None]] | None:
-    """The templates a request names with their edits, from either body shape; None when it names none.
+    """The templates a request names with their edits (``datasets.selection``'s shapes, the seed API's codes);
+    None when it names none. A template listed twice counts once, the later edits winning."""
 
-    ``templates: [{template_id, edits}]`` and/or ``edits: {template_id: {...}}``. An entry without edits (or
-    with ``null``) runs with the template's saved default edits; given edits replace them, a missing key
-    meaning "no change". A flat ``edits`` object (keys are edit fields, not ids) applies to every template.
-    """
-    chosen: dict[Any, tuple[Template, Mapping | None]] = {}
-    listed = data.get("templates")
-    if listed not in (None, ""):
-        if not isinstance(listed, list):
-            raise ServiceError("invalid_templates", "templates must be a list", field="templates")
-        check_templates_per_preview(len(listed))
-        for index, entry in enumerate(listed):
-            if isinstance(entry, str):
-                template_id, edits = entry, None
-            elif isinstance(entry, Mapping):
-                template_id, edits = entry.get("template_id") or entry.get("id"), entry.get("edits")
-            else:
-                raise ServiceError("invalid_templates", "a template entry must be an object", index=index)
-            if not template_id:
-                raise ServiceError("invalid_templates", "template_id is required", index=index)
-            template = view.get_template(template_id, dataset=dataset)
-            chosen[template.pk] = (template, edits)
-    edits_map = data.get("edits")
-    if edits_map not in (None, ""):
-        if not isinstance(edits_map, Mapping):
-            raise ServiceError("invalid_edits", "edits must be an object keyed by template_id", field="edits")
-        check_templates_per_preview(len(edits_map))
-        if edits_map and all(key in EDIT_FIELDS for key in edits_map):
-            targets = [t for t, _ in chosen.values()] or list(template_list_for_dataset(dataset=dataset))
-            return [(template, edits_map) for template in targets]
-        for template_id, edits in edits_map.items():
-            template = view.get_template(template_id, dataset=dataset)
-            if template.pk not in chosen or chosen[template.pk][1] is None:
-                chosen[template.pk] = (template, edits)
-    return list(chosen.values()) or None
+    def not_found(template_id: object, index: int | None) -> ServiceError:
+        return ServiceError(
+            "template_not_found", "template not found", status=404, template_id=str(template_id)
+        )
+
+    selection = templates_from_input(
+        dataset,
+        data.get("templates"),
+        data.get("edits"),
+        invalid_code="invalid_templates",
+        not_found=not_found,
+        merge_duplicates=True,
+    )
+    return selection or None
 
 
 class TemplatePreviewView(SeedView):
@@ -214,7 +195,7 @@ class TemplatePreviewView(SeedView):
     def post(self, request: Request) -> Response:
         data = self.body()
         dataset = self.get_dataset(data.get("dataset_id"))
-        selection = _template_selection(self, dataset, data)
+        selection = _template_selection(dataset, data)
         if selection is None:
             selection = [(t, None) for t in template_list_for_dataset(dataset=dataset)]
         if data.get("image_id"):
@@ -325,7 +306,7 @@ class ApplyStreamView(SeedView):
     def post(self, request: Request):
         data = self.body()
         dataset = self.get_dataset(self.param("dataset_id"))
-        selection = _template_selection(self, dataset, data)
+        selection = _template_selection(dataset, data)
         if selection is None and not dataset.templates.exists():
             raise ServiceError("no_templates", "the dataset has no templates; save one first")
         segmenter = app_segmenter_status()  # read without loading: the runner may live in another process
