@@ -24,7 +24,8 @@ from datasets.prompts import (
     points_from_input,
     points_to_json,
 )
-from datasets.services.datasets import clean_display_name, dataset_lock
+from datasets.services.datasets import dataset_lock
+from datasets.services.names import clean_display_name
 from imaging.edits import Edits
 from samsite.errors import ServiceError
 from templates_app.models import Template

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
@@ -12,25 +11,11 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from datasets.models import Dataset, DatasetImage, Variant
+from datasets.services.names import clean_display_name
 from datasets.services.thumbnails import variant_thumbnail_names
 from samsite.errors import ServiceError
 
 logger = logging.getLogger(__name__)
-
-NAME_MAX_LENGTH = Dataset._meta.get_field("name").max_length
-
-
-def clean_display_name(value: object, *, field: str = "name", max_length: int = NAME_MAX_LENGTH) -> str:
-    """A user-chosen name, stripped of control characters and surrounding space; ServiceError("invalid_name")
-    when it is not a string, blank or too long (the message names the limit, ``field`` the input)."""
-    if not isinstance(value, str):
-        raise ServiceError("invalid_name", f"{field} must be a string", field=field)
-    cleaned = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
-    if not cleaned:
-        raise ServiceError("invalid_name", f"{field} must not be blank", field=field)
-    if len(cleaned) > max_length:
-        raise ServiceError("invalid_name", f"{field} is longer than {max_length} characters", field=field)
-    return cleaned
 
 
 def dataset_create(*, owner: AbstractBaseUser, name: str) -> Dataset:

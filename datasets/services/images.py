@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import re
 import stat
-import unicodedata
 import weakref
 import zipfile
 import zlib
@@ -43,6 +42,7 @@ from django.db.models import Max
 from datasets.image_io import stored_suffix
 from datasets.models import Dataset, DatasetImage, ImageClass, Variant
 from datasets.services.datasets import dataset_lock, delete_stored_files, working_copy_name
+from datasets.services.names import sanitize_filename, unique_filename
 from datasets.services.thumbnails import variant_thumbnail_names
 from imaging.codecs import decode_image, encode_thumbnail_png, is_image_filename, sha256_hex
 from imaging.errors import ImageDecodeError
@@ -50,16 +50,12 @@ from imaging.pipeline import classify_filename
 from samsite.errors import ServiceError
 
 THUMBNAIL_MAX_SIDE = 160
-#: Display filenames are cut to this many characters (the extension is kept), leaving room for " (n)".
-FILENAME_MAX_LENGTH = 150
 #: An entry that declares more than this ratio of uncompressed to compressed bytes is treated as a zip bomb.
 #: Real images are already compressed (PNG/JPEG/WebP ~1:1); uncompressed BMP/TIFF photos stay far below it.
 ZIP_MAX_ENTRY_RATIO = 200
 #: The ratio check applies to entries above this size (tiny flat images compress extremely well, harmlessly).
 ZIP_RATIO_MIN_BYTES = 1024 * 1024
 _READ_CHUNK = 1024 * 1024
-
-_COPY_SUFFIX_RE = re.compile(r"^(?P<stem>.*) \((?P<n>\d+)\)$")
 
 
 @dataclass(frozen=True)
@@ -98,45 +94,6 @@ def max_zip_entries() -> int:
 
 def max_image_pixels() -> int:
     return settings.MAX_IMAGE_MEGAPIXELS * 1_000_000
-
-
-# --- filenames ---------------------------------------------------------------------------------------------
-
-
-def sanitize_filename(name: str, *, max_length: int = FILENAME_MAX_LENGTH) -> str:
-    """A display filename: the last path component, without control/format characters or leading dots,
-    whitespace collapsed, cut to ``max_length`` characters keeping the extension; "image" when nothing is left.
-    """
-    base = re.split(r"[/\\]", str(name))[-1]
-    base = unicodedata.normalize("NFC", base)
-    base = "".join(
-        " " if ch.isspace() else ch for ch in base if ch.isspace() or unicodedata.category(ch)[0] != "C"
-    )
-    stem, suffix = _split_suffix(re.sub(r" +", " ", base).strip().rstrip(". "))
-    stem = stem.lstrip(". ").rstrip() or "image"
-    return stem[: max(1, max_length - len(suffix))].rstrip() + suffix
-
-
-def unique_filename(name: str, taken: set[str]) -> str:
-    """``name``, or ``stem (n).ext`` with the smallest free n >= 2; ``taken`` holds lower-cased names and is
-    updated. Case-insensitive, so the names also stay distinct in a ZIP unpacked on macOS or Windows."""
-    candidate = name
-    if candidate.lower() in taken:
-        stem, suffix = _split_suffix(name)
-        match = _COPY_SUFFIX_RE.match(stem)
-        number = int(match["n"]) + 1 if match else 2
-        stem = match["stem"] if match else stem
-        while (candidate := f"{stem} ({number}){suffix}").lower() in taken:
-            number += 1
-    taken.add(candidate.lower())
-    return candidate
-
-
-def _split_suffix(name: str) -> tuple[str, str]:
-    """``("photo", ".png")``; an extension is a final dot and 1 to 10 characters without spaces."""
-    dot = name.rfind(".")
-    suffix = name[dot:] if dot >= 0 and 2 <= len(name) - dot <= 11 and " " not in name[dot:] else ""
-    return (name[:dot], suffix) if suffix else (name, "")
 
 
 # --- sources: direct uploads and ZIP entries, read one at a time --------------------------------------------
@@ -330,7 +287,7 @@ def images_upload(
     """Add ``files`` and the image entries of ``archive`` (a ZIP) to ``dataset``; see the module docstring.
 
     Returns the created images in upload order (positions continue after the dataset's last image, display
-    names made unique as ``name (2).png``) and the rejected files with their reasons.
+    names made unique as ``name-2.png``) and the rejected files with their reasons.
     """
     files = [upload for upload in files if upload is not None]
     if not files and archive is None:

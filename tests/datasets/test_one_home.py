@@ -1,0 +1,66 @@
+"""The answers picked where copies of a rule disagreed before they got one home (issue 15):
+
+- unique names: one suffix style, ``name-2.ext``, for uploaded display names and archive entries alike;
+- characters: one rule (``visible_text``) for file names and display names (a tab is a space in both).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from datasets.services.images import images_upload
+from datasets.services.names import (
+    clean_display_name,
+    safe_name_part,
+    sanitize_filename,
+    unique_entry_name,
+    unique_filename,
+)
+from samsite.errors import ServiceError
+from tests.datasets.helpers import upload_file
+from tests.factories import DatasetFactory, png_bytes
+
+
+def test_uploads_and_archives_make_names_unique_with_the_same_suffix():
+    assert unique_filename("photo.png", {"photo.png"}) == "photo-2.png"
+    assert unique_entry_name("photo", "png", {"photo.png"}) == "photo-2.png"
+    assert unique_entry_name("masks/photo", "png", {"masks/photo.png", "masks/photo-2.png"}) == (
+        "masks/photo-3.png"
+    )
+
+
+def test_a_deduplicated_upload_name_keeps_its_stem_in_archives():
+    assert (
+        safe_name_part(unique_filename("Photo one.png", {"photo one.png"})[: -len(".png")]) == "Photo one-2"
+    )
+
+
+@pytest.mark.django_db
+def test_a_second_upload_of_a_name_is_suffixed_dash_two():
+    dataset = DatasetFactory()
+    images_upload(dataset=dataset, files=[upload_file("a.png", png_bytes(seed=1))])
+    result = images_upload(dataset=dataset, files=[upload_file("A.png", png_bytes(seed=2))])
+    assert [image.filename for image in result.created] == ["A-2.png"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("tab\tseparated", "tab separated"),  # was "tabseparated" for display names
+        ("line\nbreak", "line break"),
+        ("bidi\u202eoverride", "bidioverride"),
+        ("private\ue000use", "privateuse"),  # was kept in display names
+        ("cafe\u0301", "caf\u00e9"),  # NFC, as file names
+        ("a/b: c", "a/b: c"),  # a display name is not a file name: slashes and colons stay
+    ],
+)
+def test_display_names_and_file_names_share_the_character_rule(raw, expected):
+    assert clean_display_name(raw) == expected
+    assert sanitize_filename(raw.replace("/", "_")) == expected.replace("/", "_")
+
+
+def test_display_names_are_refused_rather_than_repaired():
+    for value, message in [(7, "name must be a string"), (" \t\u200b", "name must not be blank")]:
+        with pytest.raises(ServiceError) as caught:
+            clean_display_name(value)
+        assert (caught.value.code, caught.value.message) == ("invalid_name", message)
