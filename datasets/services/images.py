@@ -40,7 +40,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from datasets.image_io import stored_suffix
-from datasets.models import Dataset, DatasetImage, ImageClass, Variant
+from datasets.models import Dataset, DatasetImage, Variant, image_class_from_input
 from datasets.services.datasets import dataset_lock, delete_stored_files, working_copy_name
 from datasets.services.names import sanitize_filename, unique_filename
 from datasets.services.thumbnails import variant_thumbnail_names
@@ -417,14 +417,9 @@ def _insert(
 # --- other image writes -----------------------------------------------------------------------------------
 
 
-def image_set_class(*, image: DatasetImage, image_class: str | None) -> DatasetImage:
-    """Set the pass/fail class ("" or None = no class). ServiceError("invalid_class") otherwise."""
-    value = "" if image_class in (None, "none") else image_class
-    if value not in ImageClass.values:
-        raise ServiceError(
-            "invalid_class", "image_class must be one of '', 'pass', 'fail'", field="image_class"
-        )
-    image.image_class = value
+def image_set_class(*, image: DatasetImage, image_class: object) -> DatasetImage:
+    """Set the pass/fail class ("", "none" or None = no class). ServiceError("invalid_class") otherwise."""
+    image.image_class = image_class_from_input(image_class)
     image.save(update_fields=["image_class", "updated"])
     return image
 

@@ -1,13 +1,15 @@
 """The answers picked where copies of a rule disagreed before they got one home (issue 15):
 
 - unique names: one suffix style, ``name-2.ext``, for uploaded display names and archive entries alike;
-- characters: one rule (``visible_text``) for file names and display names (a tab is a space in both).
+- characters: one rule (``visible_text``) for file names and display names (a tab is a space in both);
+- image classes: one validator, ``datasets.models.image_class_from_input``, for every interface.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from datasets.models import image_class_from_input
 from datasets.services.images import images_upload
 from datasets.services.names import (
     clean_display_name,
@@ -64,3 +66,24 @@ def test_display_names_are_refused_rather_than_repaired():
         with pytest.raises(ServiceError) as caught:
             clean_display_name(value)
         assert (caught.value.code, caught.value.message) == ("invalid_name", message)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("pass", "pass"), ("fail", "fail"), ("", ""), (None, "")])
+def test_image_class_from_input_accepts_the_three_classes(value, expected):
+    assert image_class_from_input(value) == expected
+    assert image_class_from_input("none") == ""
+
+
+@pytest.mark.parametrize("value", ["all", "PASS", "maybe", 1, ["pass"]])
+def test_image_class_from_input_refuses_anything_else_naming_the_field(value):
+    with pytest.raises(ServiceError) as caught:
+        image_class_from_input(value, field="class")
+    assert (caught.value.code, caught.value.message, caught.value.extra) == (
+        "invalid_class",
+        "class must be one of '', 'pass', 'fail'",
+        {"field": "class"},
+    )
+
+
+def test_an_interface_may_add_its_own_word_for_no_class():
+    assert image_class_from_input("all", field="class_filter", also_blank=("all",)) == ""
