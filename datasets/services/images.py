@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import re
 import stat
-import weakref
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,9 +40,15 @@ from django.db.models import Max
 
 from datasets.image_io import stored_suffix
 from datasets.models import Dataset, DatasetImage, Variant, image_class_from_input
-from datasets.services.datasets import dataset_lock, delete_stored_files, working_copy_name
+from datasets.services.datasets import dataset_lock
+from datasets.services.files import (
+    delete_files_on_rollback,
+    delete_stored_files,
+    image_stored_names,
+    rows_delete_with_files,
+    variant_stored_names,
+)
 from datasets.services.names import sanitize_filename, unique_filename
-from datasets.services.thumbnails import variant_thumbnail_names
 from imaging.codecs import decode_image, encode_thumbnail_png, is_image_filename, sha256_hex
 from imaging.errors import ImageDecodeError
 from imaging.pipeline import classify_filename
@@ -219,45 +224,12 @@ def _entry_source(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Source:
     return _Source(original_name=info.filename, declared_size=info.file_size, read=read)
 
 
-# --- storage cleanup on rollback --------------------------------------------------------------------------
-
-
-class _CommitSentinel:
-    """Referenced only by an on_commit callback: Django drops that callback when the transaction (or the
-    savepoint it was registered in) rolls back, the sentinel is then collected and its finalizer deletes the
-    files. When the transaction commits, the callback marks the files as kept first."""
-
-    __slots__ = ("__weakref__", "state")
-
-    def __init__(self, state: dict):
-        self.state = state
-
-    def committed(self) -> None:
-        self.state["committed"] = True
-
-
-def _delete_unless_committed(names: tuple[str, ...], state: dict) -> None:
-    if not state["committed"]:
-        delete_stored_files(names)
-
-
-def delete_files_on_rollback(names: Sequence[str]) -> None:
-    """Delete these stored files if the current transaction rolls back (call inside ``transaction.atomic``).
-
-    Django has no on-rollback hook; this relies on rollback discarding the on_commit callbacks, which frees
-    the sentinel they reference (CPython frees it at once; a traceback cycle can delay it until the garbage
-    collector runs, which is why failing code paths also delete their files explicitly).
-    """
-    if not names:
-        return
-    state = {"committed": False}
-    sentinel = _CommitSentinel(state)
-    finalizer = weakref.finalize(sentinel, _delete_unless_committed, tuple(names), state)
-    finalizer.atexit = False
-    transaction.on_commit(sentinel.committed)
+# --- files this upload stored --------------------------------------------------------------------------
 
 
 class _StoredFiles:
+    """The files this upload wrote so far, deleted at once when the upload fails."""
+
     def __init__(self) -> None:
         self.names: list[str] = []
 
@@ -427,13 +399,5 @@ def image_set_class(*, image: DatasetImage, image_class: object) -> DatasetImage
 def image_delete(*, image: DatasetImage) -> None:
     """Delete the image with its variants (job items go with it); its stored files go after commit."""
     with transaction.atomic():
-        names = [
-            image.file.name,
-            image.thumbnail.name,
-            working_copy_name(image.file.name, image.dataset_id.hex),
-        ]
-        for file_name, mask_name in Variant.objects.filter(image=image).values_list("file", "mask_file"):
-            names += [file_name, mask_name]
-        names += variant_thumbnail_names(Variant.objects.filter(image=image).values_list("file", "sha256"))
-        image.delete()
-        transaction.on_commit(lambda: delete_stored_files([name for name in names if name]))
+        owned = [*image_stored_names([image]), *variant_stored_names(Variant.objects.filter(image=image))]
+        rows_delete_with_files(image, owned)

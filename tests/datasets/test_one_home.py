@@ -2,14 +2,18 @@
 
 - unique names: one suffix style, ``name-2.ext``, for uploaded display names and archive entries alike;
 - characters: one rule (``visible_text``) for file names and display names (a tab is a space in both);
-- image classes: one validator, ``datasets.models.image_class_from_input``, for every interface.
+- image classes: one validator, ``datasets.models.image_class_from_input``, for every interface;
+- stored files: a variant owns its image, its mask and its thumbnail, whichever delete removes it.
 """
 
 from __future__ import annotations
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 
-from datasets.models import image_class_from_input
+from datasets.jobs.services import ItemResult, item_finish, job_delete
+from datasets.models import STACK_TEMPLATE_KEY, Variant, image_class_from_input
 from datasets.services.images import images_upload
 from datasets.services.names import (
     clean_display_name,
@@ -18,9 +22,10 @@ from datasets.services.names import (
     unique_entry_name,
     unique_filename,
 )
+from datasets.services.thumbnails import variant_thumbnail_ensure
 from samsite.errors import ServiceError
 from tests.datasets.helpers import upload_file
-from tests.factories import DatasetFactory, png_bytes
+from tests.factories import DatasetFactory, GenerationJobFactory, JobItemFactory, VariantFactory, png_bytes
 
 
 def test_uploads_and_archives_make_names_unique_with_the_same_suffix():
@@ -87,3 +92,34 @@ def test_image_class_from_input_refuses_anything_else_naming_the_field(value):
 
 def test_an_interface_may_add_its_own_word_for_no_class():
     assert image_class_from_input("all", field="class_filter", also_blank=("all",)) == ""
+
+
+@pytest.mark.django_db
+def test_deleting_a_job_deletes_its_variant_thumbnails(django_capture_on_commit_callbacks):
+    variant = VariantFactory(job__status="succeeded", sha256="a" * 64)
+    thumbnail = variant_thumbnail_ensure(variant=variant).name
+    assert default_storage.exists(thumbnail)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job_delete(job=variant.job)
+
+    assert not default_storage.exists(variant.file.name)
+    assert not default_storage.exists(thumbnail)  # left behind before: only file and mask were deleted
+
+
+@pytest.mark.django_db
+def test_a_rerun_deletes_the_replaced_variant_with_its_thumbnail(django_capture_on_commit_callbacks):
+    job = GenerationJobFactory(status="running", total_items=1)
+    item = JobItemFactory(job=job, status="running", worker="w:1:abcd:T")
+    old = VariantFactory(job=job, image=item.image, sha256="a" * 64)
+    old_thumbnail = variant_thumbnail_ensure(variant=old).name
+    new = Variant(job=job, image=item.image, template_key=STACK_TEMPLATE_KEY, width=64, height=48)
+    new.sha256 = "b" * 64
+    new.file.save("variant.png", ContentFile(png_bytes(seed=5)), save=False)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        item_finish(worker="w:1:abcd:T", job=job, item=item, result=ItemResult("succeeded", variants=[new]))
+
+    assert not default_storage.exists(old.file.name) and not default_storage.exists(old_thumbnail)
+    assert default_storage.exists(new.file.name)
+    assert list(Variant.objects.filter(job=job).values_list("sha256", flat=True)) == ["b" * 64]
