@@ -45,8 +45,9 @@ from datasets.serializers import (
     UploadResultSerializer,
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename, dataset_set_checkpoint
-from datasets.services.images import image_delete, image_set_class, images_upload
+from datasets.services.images import image_delete, image_set_class
 from datasets.services.previews import edit_preview, embeddings_prewarm, segment_preview, working_image
+from datasets.services.uploads import images_upload
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from datasets.views import LenientContentNegotiation
 from imaging.codecs import b64encode, encode_image, encode_mask_png

@@ -36,9 +36,10 @@ from datasets.selectors import (
     variant_get_for_user,
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename, dataset_set_checkpoint
-from datasets.services.images import image_delete, image_set_class, images_upload
+from datasets.services.images import image_delete, image_set_class
 from datasets.services.previews import edit_preview, segment_preview
 from datasets.services.thumbnails import thumbnail_read, variant_thumbnail_ensure
+from datasets.services.uploads import images_upload
 from datasets.throttles import JOBS, PREVIEWS, UPLOADS, scoped_throttle
 from frontend import live, presenters
 from frontend.forms import (

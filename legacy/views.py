@@ -31,7 +31,6 @@ from datasets.prompts import check_templates_per_preview, points_from_input
 from datasets.segmentation import app_segmenter, app_segmenter_status
 from datasets.selectors import image_list_for_dataset
 from datasets.services.datasets import dataset_create, dataset_delete
-from datasets.services.images import images_upload
 from datasets.services.previews import (
     PrewarmProgress,
     edit_preview,
@@ -40,6 +39,7 @@ from datasets.services.previews import (
     segmenter_errors,
     working_image,
 )
+from datasets.services.uploads import images_upload
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.edits import EDIT_FIELDS, Edits
 from imaging.errors import EditValidationError, ImagingError

@@ -1,4 +1,5 @@
-"""Upload filename rules (datasets.services.names), storage cleanup on rollback, class and delete."""
+"""Upload filename rules (datasets.services.names), storage cleanup on rollback (datasets.services.uploads),
+and the image services after upload: class and delete (datasets.services.images)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from django.db import transaction
 
 from datasets.models import DatasetImage
-from datasets.services.images import RejectedFile, image_delete, image_set_class, images_upload
+from datasets.services.images import image_delete, image_set_class
 from datasets.services.names import sanitize_filename, unique_filename
+from datasets.services.uploads import RejectedFile, images_upload
 from samsite.errors import ServiceError
 from tests.datasets.helpers import stored_files, upload_file
 from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, VariantFactory, png_bytes

@@ -14,7 +14,6 @@ from django.core.files.storage import default_storage
 
 from datasets.jobs.services import ItemResult, item_finish, job_delete
 from datasets.models import STACK_TEMPLATE_KEY, Variant, image_class_from_input
-from datasets.services.images import images_upload
 from datasets.services.names import (
     clean_display_name,
     safe_name_part,
@@ -23,6 +22,7 @@ from datasets.services.names import (
     unique_filename,
 )
 from datasets.services.thumbnails import variant_thumbnail_ensure
+from datasets.services.uploads import images_upload
 from samsite.errors import ServiceError
 from tests.datasets.helpers import upload_file
 from tests.factories import DatasetFactory, GenerationJobFactory, JobItemFactory, VariantFactory, png_bytes

@@ -1,0 +1,50 @@
+"""What an upload reads: a direct file or a ZIP entry, each behind a ``read()`` that is called once, in turn."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
+from datasets.services.uploads.limits import max_upload_bytes, size_text
+
+
+class FileRejected(Exception):
+    """One file of an upload is refused (the others go on); ``error`` is ``"<code>: <detail>"``."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass
+class UploadSource:
+    """One file to add: the name the client gave, the size it declared, and how to read its bytes."""
+
+    original_name: str
+    declared_size: int | None
+    read: Callable[[], bytes]
+
+
+def file_too_large(size: int) -> FileRejected:
+    return FileRejected(f"file_too_large: {size_text(size)} exceeds the {settings.MAX_UPLOAD_MB} MB limit")
+
+
+def uploaded_source(upload: UploadedFile) -> UploadSource:
+    """A direct upload, read in chunks and refused as soon as it passes MAX_UPLOAD_MB."""
+
+    def read() -> bytes:
+        limit = max_upload_bytes()
+        if upload.size is not None and upload.size > limit:
+            raise file_too_large(upload.size)
+        chunks, total = [], 0
+        for chunk in upload.chunks():
+            total += len(chunk)
+            if total > limit:
+                raise file_too_large(total)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    return UploadSource(original_name=str(upload.name or "upload"), declared_size=upload.size, read=read)
