@@ -33,16 +33,19 @@ from datasets.services.uploads.limits import (
     max_zip_uncompressed_bytes,
 )
 from datasets.services.uploads.service import RejectedFile, UploadResult, images_upload
+from datasets.services.uploads.sources import UploadTooLarge, read_upload
 
 __all__ = [
     "RejectedFile",
     "UploadResult",
+    "UploadTooLarge",
     "image_capacity_check",
     "images_upload",
     "max_image_pixels",
     "max_upload_bytes",
     "max_zip_entries",
     "max_zip_uncompressed_bytes",
+    "read_upload",
     "sanitize_filename",
     "unique_filename",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -28,23 +29,33 @@ class UploadSource:
     read: Callable[[], bytes]
 
 
-def file_too_large(size: int) -> FileRejected:
-    return FileRejected(f"file_too_large: {size_text(size)} exceeds the {settings.MAX_UPLOAD_MB} MB limit")
+class UploadTooLarge(FileRejected):
+    """A file over MAX_UPLOAD_MB; ``error`` is ``"file_too_large: <size> exceeds the <n> MB limit"``."""
+
+
+def file_too_large(size: int) -> UploadTooLarge:
+    return UploadTooLarge(f"file_too_large: {size_text(size)} exceeds the {settings.MAX_UPLOAD_MB} MB limit")
+
+
+def read_upload(upload: UploadedFile) -> bytes:
+    """All of ``upload``'s bytes, read chunk by chunk; UploadTooLarge as soon as it is over MAX_UPLOAD_MB
+    (a declared size over the limit refuses it before anything is read)."""
+    limit = max_upload_bytes()
+    if upload.size is not None and upload.size > limit:
+        raise file_too_large(upload.size)
+    chunks, total = [], 0
+    for chunk in upload.chunks():
+        total += len(chunk)
+        if total > limit:
+            raise file_too_large(total)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def uploaded_source(upload: UploadedFile) -> UploadSource:
-    """A direct upload, read in chunks and refused as soon as it passes MAX_UPLOAD_MB."""
-
-    def read() -> bytes:
-        limit = max_upload_bytes()
-        if upload.size is not None and upload.size > limit:
-            raise file_too_large(upload.size)
-        chunks, total = [], 0
-        for chunk in upload.chunks():
-            total += len(chunk)
-            if total > limit:
-                raise file_too_large(total)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    return UploadSource(original_name=str(upload.name or "upload"), declared_size=upload.size, read=read)
+    """A direct upload, read (by :func:`read_upload`) when its turn comes."""
+    return UploadSource(
+        original_name=str(upload.name or "upload"),
+        declared_size=upload.size,
+        read=partial(read_upload, upload),
+    )
