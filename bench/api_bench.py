@@ -96,8 +96,8 @@ def bench_preview(client, user, tmp: Path, *, runs: int, vit_b: bool, size: tupl
 
     from datasets.segmentation import app_segmenter, embedding_cache
     from datasets.services.datasets import dataset_create
-    from datasets.services.images import images_upload
     from datasets.services.previews import recent_embeddings, segment_preview
+    from datasets.services.uploads import images_upload
     from imaging.points import Point, denormalize
     from imaging.registry import reset_segmenters
     from imaging.tiny_sam import build_tiny_sam_checkpoint, build_vit_b_random_checkpoint

@@ -106,7 +106,7 @@ def _make_job(username: str, count: int, label: str, *, hold: bool = True):
     from datasets.jobs import runners
     from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_create
-    from datasets.services.images import images_upload
+    from datasets.services.uploads import images_upload
     from templates_app.services import template_create
 
     user, _ = get_user_model().objects.get_or_create(username=username)

@@ -45,7 +45,7 @@ from datasets.serializers import (
     UploadResultSerializer,
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename, dataset_set_checkpoint
-from datasets.services.images import image_delete, image_set_class, images_upload
+from datasets.services.images import image_delete, image_set_class
 from datasets.services.previews import (
     edit_preview,
     embeddings_prewarm,
@@ -53,6 +53,7 @@ from datasets.services.previews import (
     segment_preview,
     working_image,
 )
+from datasets.services.uploads import images_upload
 from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from imaging.codecs import b64encode, encode_image
 from imaging.pipeline import TemplateSpec

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.files import File
 
 from imaging.codecs import DecodedImage, decode_image
@@ -15,7 +14,10 @@ def read_file_bytes(file: File) -> bytes:
 
 def decode_stored_image(file: File) -> DecodedImage:
     """Decode an image already accepted at upload (same pixel limit as uploads)."""
-    return decode_image(read_file_bytes(file), max_pixels=settings.MAX_IMAGE_MEGAPIXELS * 1_000_000)
+    # Imported here: the uploads package imports the models, which import this module.
+    from datasets.services.uploads.limits import max_image_pixels
+
+    return decode_image(read_file_bytes(file), max_pixels=max_image_pixels())
 
 
 # --- stored names and served content types: from the decoded format, never from a client's filename ----------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import models
 
 from datasets.image_io import safe_suffix
 from samsite.common.db import BaseModel
+from samsite.common.errors import ServiceError
 
 
 class ImageClass(models.TextChoices):
@@ -17,6 +19,18 @@ class ImageClass(models.TextChoices):
     NONE = "", "none"
     PASS = "pass", "pass"
     FAIL = "fail", "fail"
+
+
+def image_class_from_input(
+    value: object, *, field: str = "image_class", also_blank: Iterable[str] = ()
+) -> str:
+    """The one validator of a pass/fail class from any interface: ``""``, ``"pass"`` or ``"fail"``; None and
+    ``"none"`` (and the interface's own words in ``also_blank``, e.g. the seed API's ``"all"``) mean no class.
+    ServiceError("invalid_class", field=``field``) for anything else."""
+    cleaned = "" if value is None or value == "none" or value in tuple(also_blank) else value
+    if not isinstance(cleaned, str) or cleaned not in ImageClass.values:
+        raise ServiceError("invalid_class", f"{field} must be one of '', 'pass', 'fail'", field=field)
+    return cleaned
 
 
 def _upload_path(prefix: str, instance_dir: str, filename: str) -> str:

@@ -26,14 +26,14 @@ from django.db.models import Max
 from datasets.image_io import decode_stored_image, read_file_bytes, stored_suffix
 from datasets.prompts import check_points_limit
 from datasets.segmentation import app_segmenter
-from datasets.services.datasets import clean_display_name
-from datasets.services.images import (
+from datasets.services.names import clean_display_name
+from datasets.services.previews import MAX_CANDIDATES, best_candidates, content_embedding
+from datasets.services.uploads import (
     UploadTooLarge,
     max_image_pixels,
     read_upload,
     sanitize_filename,
 )
-from datasets.services.previews import MAX_CANDIDATES, best_candidates, content_embedding
 from imaging.codecs import (
     DecodedImage,
     b64decode,

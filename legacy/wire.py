@@ -11,7 +11,7 @@ from typing import Any
 from django.core.files.uploadedfile import UploadedFile
 from rest_framework.request import Request
 
-from datasets.models import DatasetImage, ImageClass, OutputFormat
+from datasets.models import DatasetImage, OutputFormat
 from datasets.services.previews import MAX_CANDIDATES
 from imaging.edits import Edits
 from legacy.models import Component
@@ -46,14 +46,6 @@ def parse_format(value: Any) -> str:
     if fmt is None:
         raise ServiceError("invalid_format", "format must be one of png, jpeg, webp", field="format")
     return fmt
-
-
-def parse_class(value: Any, field: str) -> str:
-    """A class filter: ``""`` for none (also ``"none"``, ``"all"``), ``pass`` or ``fail``; ``invalid_class``."""
-    cleaned = "" if value in (None, "none", "all") else value
-    if cleaned not in ImageClass.values:
-        raise ServiceError("invalid_class", f"{field} must be one of '', 'pass', 'fail'", field=field)
-    return cleaned
 
 
 def parse_top_k(value: Any) -> int:

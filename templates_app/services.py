@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from datasets.models import Dataset, DatasetImage, ImageClass
+from datasets.models import Dataset, DatasetImage, image_class_from_input
 from datasets.prompts import (
     box_from_input,
     box_to_json,
@@ -24,7 +24,8 @@ from datasets.prompts import (
     points_from_input,
     points_to_json,
 )
-from datasets.services.datasets import clean_display_name, dataset_lock
+from datasets.services.datasets import dataset_lock
+from datasets.services.names import clean_display_name
 from imaging.edits import Edits
 from samsite.common.errors import ServiceError
 from templates_app.models import Template
@@ -33,15 +34,6 @@ TEMPLATE_FIELDS = frozenset(
     {"name", "label", "points", "box", "mask_choice", "image_class", "reference_image", "default_edits"}
 )
 LABEL_MAX_LENGTH = 200
-
-
-def _clean_class(value: object) -> str:
-    cleaned = "" if value in (None, "none") else value
-    if cleaned not in ImageClass.values:
-        raise ServiceError(
-            "invalid_class", "image_class must be one of '', 'pass', 'fail'", field="image_class"
-        )
-    return cleaned  # type: ignore[return-value]
 
 
 def _clean_reference(dataset: Dataset, image: object) -> DatasetImage | None:
@@ -117,7 +109,7 @@ def template_create(
     """
     parsed, clean_box = _clean_prompt(points, box)
     clean_choice = mask_choice_from_input(mask_choice)
-    image_class = _clean_class(image_class)
+    image_class = image_class_from_input(image_class)
     reference_image = _clean_reference(dataset, reference_image)
     edits = _edits_json(default_edits)
     clean_label = _clean_label(label)
@@ -173,7 +165,7 @@ def template_update(*, template: Template, **changes: Any) -> Template:
         template.mask_choice = mask_choice_from_input(changes["mask_choice"])
         update_fields.append("mask_choice")
     if "image_class" in changes:
-        template.image_class = _clean_class(changes["image_class"])
+        template.image_class = image_class_from_input(changes["image_class"])
         update_fields.append("image_class")
     if "reference_image" in changes:
         template.reference_image = _clean_reference(template.dataset, changes["reference_image"])

@@ -7,7 +7,7 @@ iterator that pulls batches in a worker thread; Django would otherwise materiali
 before sending the first byte.
 
 Entry names: ``<image stem>.<ext>`` (stack) or ``<image stem>__<template name>.<ext>`` (each), sanitised and
-made unique (``-2``, ``-3``... on collisions, compared case-insensitively); ``masks/<same name>.png`` when the
+made unique by ``datasets.services.names`` (``-2``, ``-3``... on collisions, compared case-insensitively); ``masks/<same name>.png`` when the
 job exports masks (the masks are always stored, ``export_mask`` decides what the ZIP carries; an annotate job's
 variants have no image, so their masks are always in, and their manifest ``file`` is null); and
 ``manifest.json`` with the job's parameters, its segmenter, the template snapshot, and per variant the image,
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -33,11 +32,11 @@ from django.utils import timezone
 from zipstream import ZIP_STORED, ZipStream
 
 from datasets.models import STACK_TEMPLATE_KEY, ComposeMode, GenerationJob, ItemStatus, Variant
+from datasets.services.names import header_filename, name_slug, safe_name_part, unique_entry_name
 from imaging.codecs import FORMAT_CONTENT_TYPES, FORMAT_EXTENSIONS
 from imaging.pipeline import template_applies
 
 CHUNK_SIZE = 64 * 1024
-_UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 
 
 async def aiter_in_thread(iterable: Iterable[bytes], batch: int = 16) -> AsyncIterator[bytes]:
@@ -65,8 +64,7 @@ def stream_response(
     if size is not None:
         response["Content-Length"] = str(size)
     disposition = "attachment" if attachment else "inline"
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    response["Content-Disposition"] = f'{disposition}; filename="{ascii_name}"'
+    response["Content-Disposition"] = f'{disposition}; filename="{header_filename(filename)}"'
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response
@@ -120,28 +118,12 @@ class ZipEntry:
     size: int
 
 
-def sanitize_name(name: str, fallback: str = "file") -> str:
-    """A file-name-safe version of ``name``: word characters, dots, dashes and spaces; no leading dots."""
-    cleaned = _UNSAFE.sub("_", name).strip(" ._")
-    return cleaned[:120] or fallback
-
-
 def _variant_base_name(image_filename: str, variant: Variant, job: GenerationJob) -> str:
-    stem = sanitize_name(PurePosixPath(image_filename).stem, "image")
+    stem = safe_name_part(PurePosixPath(image_filename).stem, "image")
     if job.compose in (ComposeMode.EACH, ComposeMode.ANNOTATE) and variant.template_key != STACK_TEMPLATE_KEY:
         template_name = variant.template_names[0] if variant.template_names else variant.template_key
-        return f"{stem}__{sanitize_name(template_name, 'template')}"
+        return f"{stem}__{safe_name_part(template_name, 'template')}"
     return stem
-
-
-def _unique(base: str, ext: str, taken: set[str]) -> str:
-    candidate = f"{base}.{ext}"
-    counter = 2
-    while candidate.lower() in taken:
-        candidate = f"{base}-{counter}.{ext}"
-        counter += 1
-    taken.add(candidate.lower())
-    return candidate
 
 
 def job_zip(job: GenerationJob) -> ZipStream:
@@ -157,7 +139,7 @@ def job_zip(job: GenerationJob) -> ZipStream:
         base = _variant_base_name(variant.image.filename, variant, job)
         arcname = None
         if variant.file:
-            arcname = _unique(base, ext, taken)
+            arcname = unique_entry_name(base, ext, taken)
             entries.append(ZipEntry(arcname, variant.file.name, default_storage.size(variant.file.name)))
         record = {
             "file": arcname,
@@ -177,7 +159,7 @@ def job_zip(job: GenerationJob) -> ZipStream:
             if arcname is not None:
                 mask_name = f"masks/{arcname.rsplit('.', 1)[0]}.png"
             else:
-                mask_name = _unique(f"masks/{base}", "png", taken)
+                mask_name = unique_entry_name(f"masks/{base}", "png", taken)
             mask_entries.append(
                 ZipEntry(mask_name, variant.mask_file.name, default_storage.size(variant.mask_file.name))
             )
@@ -242,9 +224,7 @@ def job_manifest(job: GenerationJob, variants: list[dict]) -> dict:
 
 def job_file_stem(job: GenerationJob) -> str:
     """``<dataset-slug>-<job short id>``: the name of the job's downloads ("holiday-photos-1a2b3c4d")."""
-    from django.utils.text import slugify
-
-    return f"{slugify(job.dataset.name)[:60].strip('-') or 'dataset'}-{job.id.hex[:8]}"
+    return f"{name_slug(job.dataset.name, max_length=60, fallback='dataset')}-{job.id.hex[:8]}"
 
 
 def job_zip_filename(job: GenerationJob) -> str:

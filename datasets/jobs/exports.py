@@ -47,15 +47,9 @@ from django.utils import timezone
 from PIL import Image
 from zipstream import ZIP_STORED, ZipStream
 
-from datasets.jobs.downloads import (
-    _unique,
-    _variant_base_name,
-    file_chunks,
-    job_file_stem,
-    sanitize_name,
-    stream_response,
-)
+from datasets.jobs.downloads import _variant_base_name, file_chunks, job_file_stem, stream_response
 from datasets.models import ComposeMode, GenerationJob, ItemStatus
+from datasets.services.names import safe_name_part, unique_entry_name
 from imaging.annotations import rle_decode, yolo_lines
 from imaging.codecs import FORMAT_EXTENSIONS, encode_mask_png
 
@@ -146,9 +140,9 @@ def export_plan(job: GenerationJob, *, exclude_flagged: bool = False) -> ExportP
             image = by_image.get(variant.image_id)
             if image is None:
                 original = variant.image
-                stem = sanitize_name(PurePosixPath(original.filename).stem, "image")
+                stem = safe_name_part(PurePosixPath(original.filename).stem, "image")
                 image_ext = _image_ext(original.filename)
-                unique = _unique(stem, image_ext, taken)
+                unique = unique_entry_name(stem, image_ext, taken)
                 image = ExportImage(
                     stem=unique[: -len(image_ext) - 1],
                     ext=image_ext,
@@ -161,7 +155,7 @@ def export_plan(job: GenerationJob, *, exclude_flagged: bool = False) -> ExportP
         else:
             if not variant.file:
                 continue
-            unique = _unique(_variant_base_name(variant.image.filename, variant, job), ext, taken)
+            unique = unique_entry_name(_variant_base_name(variant.image.filename, variant, job), ext, taken)
             image = ExportImage(
                 stem=unique[: -len(ext) - 1],
                 ext=ext,
@@ -374,8 +368,8 @@ def export_zip(job: GenerationJob, fmt: str, *, exclude_flagged: bool = False) -
                 if job.compose == ComposeMode.EACH:
                     base = f"masks/{image.stem}"  # the variant's name already carries the template's
                 else:
-                    base = f"masks/{image.stem}__{sanitize_name(a.template_name, 'template')}"
-                arcname = _unique(base, "png", taken)
+                    base = f"masks/{image.stem}__{safe_name_part(a.template_name, 'template')}"
+                arcname = unique_entry_name(base, "png", taken)
                 if a.mask_storage_name:
                     archive.add(file_chunks(a.mask_storage_name), arcname)
                 else:

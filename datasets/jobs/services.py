@@ -65,7 +65,7 @@ from datasets.models import (
     SchedulerTurn,
     Variant,
 )
-from datasets.services.datasets import delete_stored_files
+from datasets.services.files import files_delete_on_commit, rows_delete_with_files, variant_stored_names
 from imaging.errors import EditValidationError, PointValidationError
 from samsite.common.errors import ServiceError
 
@@ -286,11 +286,9 @@ def job_delete(*, job: GenerationJob) -> None:
         locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
         if not locked.is_terminal:
             raise ServiceError("job_not_finished", f"the job is still {locked.status}", status=409)
-        names = _stored_names(Variant.objects.filter(job=locked))
         job_id = locked.pk
-        locked.delete()
+        rows_delete_with_files(locked, variant_stored_names(Variant.objects.filter(job=locked)))
         job_events_delete([job_id])
-        transaction.on_commit(lambda: delete_stored_files(names))
 
 
 def job_fail(*, job_id, error: str) -> None:
@@ -494,7 +492,7 @@ def item_finish(
                 _complete_locked(locked)
             return None
         previous = Variant.objects.filter(job=locked, image_id=item.image_id)
-        replaced = _stored_names(previous)
+        replaced = variant_stored_names(previous)
         replaced_count = previous.count()
         previous.delete()
         Variant.objects.bulk_create(result.variants)
@@ -523,10 +521,8 @@ def item_finish(
             result.cache_hit,
         )
         send_job_event(locked, EVENT_ITEM, item_payload(locked, item, result.variants))
-        kept = {name for variant in result.variants for name in (variant.file.name, variant.mask_file.name)}
-        stale = [name for name in replaced if name not in kept]
-        if stale:
-            transaction.on_commit(lambda: delete_stored_files(stale))
+        kept = set(variant_stored_names(result.variants))
+        files_delete_on_commit(name for name in replaced if name not in kept)
         _complete_locked(locked)
     return locked
 
@@ -614,10 +610,6 @@ def _is_zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except Exception:
         return False
-
-
-def _stored_names(variants) -> list[str]:
-    return [name for row in variants.values_list("file", "mask_file") for name in row if name]
 
 
 def _enqueue_on_commit(job: GenerationJob) -> None:

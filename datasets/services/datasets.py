@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import unicodedata
-from collections.abc import Iterable
-from pathlib import PurePosixPath
-
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.storage import default_storage
 from django.db import transaction
 
 from datasets.models import Dataset, DatasetImage, Variant
-from datasets.services.thumbnails import variant_thumbnail_names
+from datasets.services.files import image_stored_names, rows_delete_with_files, variant_stored_names
+from datasets.services.names import clean_display_name
 from samsite.common.errors import ServiceError
-
-logger = logging.getLogger(__name__)
-
-NAME_MAX_LENGTH = Dataset._meta.get_field("name").max_length
-
-
-def clean_display_name(value: object, *, field: str = "name", max_length: int = NAME_MAX_LENGTH) -> str:
-    """A user-chosen name, stripped of control characters and surrounding space; ServiceError("invalid_name")
-    when it is not a string, blank or too long (the message names the limit, ``field`` the input)."""
-    if not isinstance(value, str):
-        raise ServiceError("invalid_name", f"{field} must be a string", field=field)
-    cleaned = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
-    if not cleaned:
-        raise ServiceError("invalid_name", f"{field} must not be blank", field=field)
-    if len(cleaned) > max_length:
-        raise ServiceError("invalid_name", f"{field} is longer than {max_length} characters", field=field)
-    return cleaned
 
 
 def dataset_create(*, owner: AbstractBaseUser, name: str) -> Dataset:
@@ -86,17 +64,11 @@ def dataset_delete(*, dataset: Dataset) -> None:
     with transaction.atomic():
         # The row lock makes a concurrent upload wait, so no file is added after the names are collected.
         dataset_lock(dataset=dataset)
-        image_files = list(DatasetImage.objects.filter(dataset=dataset).values_list("file", "thumbnail"))
-        names = [
-            *_field_names(image_files),
-            *(working_copy_name(file, dataset.id.hex) for file, _thumbnail in image_files if file),
-            *_field_names(Variant.objects.filter(job__dataset=dataset).values_list("file", "mask_file")),
-            *variant_thumbnail_names(
-                Variant.objects.filter(job__dataset=dataset).values_list("file", "sha256")
-            ),
+        owned = [
+            *image_stored_names(DatasetImage.objects.filter(dataset=dataset)),
+            *variant_stored_names(Variant.objects.filter(job__dataset=dataset)),
         ]
-        dataset.delete()
-        transaction.on_commit(lambda: delete_stored_files(names))
+        rows_delete_with_files(dataset, owned)
 
 
 def dataset_lock(*, dataset: Dataset) -> None:
@@ -106,22 +78,3 @@ def dataset_lock(*, dataset: Dataset) -> None:
     positions, delete) takes it first, so concurrent requests queue instead of colliding on unique positions.
     """
     list(Dataset.objects.select_for_update().filter(pk=dataset.pk).values_list("pk", flat=True))
-
-
-def working_copy_name(file_name: str, dataset_hex: str) -> str:
-    """Storage name of the preview working copy of the stored original ``file_name`` (see
-    ``datasets.services.previews.working_image``); deleted with its image."""
-    return f"working/{dataset_hex}/{PurePosixPath(file_name).stem}.png"
-
-
-def _field_names(rows: Iterable[tuple[str, ...]]) -> list[str]:
-    return [name for row in rows for name in row if name]
-
-
-def delete_stored_files(names: Iterable[str]) -> None:
-    """Best-effort deletion from default storage: a file that is already gone is not an error."""
-    for name in names:
-        try:
-            default_storage.delete(name)
-        except Exception:  # a storage hiccup must not turn a committed delete into a 500
-            logger.warning("could not delete stored file %s", name, exc_info=True)

@@ -38,7 +38,7 @@ from django.core.files.storage import default_storage
 from datasets.image_io import decode_stored_image
 from datasets.models import ComposeMode, DatasetImage
 from datasets.segmentation import app_segmenter, embedding_cache, embedding_for
-from datasets.services.datasets import working_copy_name
+from datasets.services.files import working_copy_name
 from imaging.codecs import DecodedImage, b64encode, decode_image, encode_image, encode_mask_png
 from imaging.errors import CheckpointError, ImageDecodeError, SegmenterUnavailable
 from imaging.pipeline import TemplateSpec, VariantResult, generate_for_image

@@ -23,7 +23,8 @@ from datasets.selectors import (
     image_list_for_dataset,
 )
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
-from datasets.services.images import image_delete, image_set_class, images_upload
+from datasets.services.images import image_delete, image_set_class
+from datasets.services.uploads import images_upload
 from datasets.throttles import UPLOADS, scoped_throttle
 from frontend import presenters
 from frontend.forms import (

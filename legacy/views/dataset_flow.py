@@ -21,13 +21,12 @@ from rest_framework.response import Response
 from datasets.image_io import read_file_bytes
 from datasets.jobs.services import job_create
 from datasets.jobs.snapshots import spec_for_template
-from datasets.models import Dataset, JobSource
+from datasets.models import Dataset, JobSource, image_class_from_input
 from datasets.prompts import points_from_input
 from datasets.segmentation import app_segmenter, app_segmenter_status
 from datasets.selection import templates_from_input
 from datasets.selectors import image_list_for_dataset
 from datasets.services.datasets import dataset_create, dataset_delete
-from datasets.services.images import images_upload
 from datasets.services.previews import (
     PrewarmProgress,
     edit_preview,
@@ -36,6 +35,7 @@ from datasets.services.previews import (
     segmenter_errors,
     working_image,
 )
+from datasets.services.uploads import images_upload
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.errors import EditValidationError
 from legacy.http import SeedUploadView, SeedView, as_bool, seed_error
@@ -44,7 +44,6 @@ from legacy.wire import (
     MESSAGE_AS_CODE,
     image_event,
     message_error,
-    parse_class,
     parse_format,
     template_json,
     uploaded_files,
@@ -125,7 +124,9 @@ class TemplateSaveView(SeedView):
             box=data.get("box"),
             mask_choice=data.get("mask_choice", "best"),
             name="" if name is None else name,
-            image_class=parse_class(data.get("class", data.get("image_class")), "class"),
+            image_class=image_class_from_input(
+                data.get("class", data.get("image_class")), field="class", also_blank=("all",)
+            ),
             reference_image=reference,
         )
         body = template_json(template)
@@ -201,7 +202,9 @@ class TemplatePreviewView(SeedView):
         if data.get("image_id"):
             image = self.get_image(data["image_id"], dataset=dataset)
         else:
-            image_class = parse_class(data.get("class_filter"), "class_filter")
+            image_class = image_class_from_input(
+                data.get("class_filter"), field="class_filter", also_blank=("all",)
+            )
             images = image_list_for_dataset(dataset=dataset)
             image = (images.filter(image_class=image_class) if image_class else images).first()
             if image is None:

@@ -18,7 +18,7 @@ def test_drag_a_box_see_the_mask_and_save_it(live_asgi, page, shoot, alice, phot
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from datasets.services.datasets import dataset_create
-    from datasets.services.images import images_upload
+    from datasets.services.uploads import images_upload
     from templates_app.models import Template
 
     dataset = dataset_create(owner=alice, name="Boxes")

@@ -30,7 +30,7 @@ def test_the_pages_work_under_the_csp_without_a_violation(live_asgi, page, alice
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from datasets.services.datasets import dataset_create
-    from datasets.services.images import images_upload
+    from datasets.services.uploads import images_upload
 
     dataset = dataset_create(owner=alice, name="Under CSP")
     images_upload(

@@ -114,7 +114,7 @@ def big_dataset(live_asgi, alice, photos, settings):
     """alice's dataset of 14 photos, two templates and one finished job (made inline, before the browser)."""
     from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_create
-    from datasets.services.images import images_upload
+    from datasets.services.uploads import images_upload
     from templates_app.services import template_create
 
     dataset = dataset_create(owner=alice, name="Inspection photos")

@@ -396,7 +396,7 @@ def test_alice_gets_404_on_bobs_pages(live_asgi, page, shoot, alice, bob, photo_
 
     from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_create
-    from datasets.services.images import images_upload
+    from datasets.services.uploads import images_upload
     from templates_app.services import template_create
 
     dataset = dataset_create(owner=bob, name="Bob's secret")

@@ -1,4 +1,5 @@
-"""datasets.services.images: filename rules, storage cleanup on rollback, class and delete."""
+"""Upload filename rules (datasets.services.names), storage cleanup on rollback (datasets.services.uploads),
+and the image services after upload: class and delete (datasets.services.images)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,9 @@ import pytest
 from django.db import transaction
 
 from datasets.models import DatasetImage
-from datasets.services.images import (
-    RejectedFile,
-    image_delete,
-    image_set_class,
-    images_upload,
-    sanitize_filename,
-    unique_filename,
-)
+from datasets.services.images import image_delete, image_set_class
+from datasets.services.names import sanitize_filename, unique_filename
+from datasets.services.uploads import RejectedFile, images_upload
 from samsite.common.errors import ServiceError
 from tests.datasets.helpers import stored_files, upload_file
 from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, VariantFactory, png_bytes
@@ -45,11 +41,11 @@ def test_sanitize_filename_keeps_the_extension_when_cutting():
 
 
 def test_unique_filename_counts_up_case_insensitively():
-    taken = {"part.png", "part (2).png"}
-    assert unique_filename("Part.png", taken) == "Part (3).png"
-    assert unique_filename("part (2).png", taken) == "part (4).png"
+    taken = {"part.png", "part-2.png"}
+    assert unique_filename("Part.png", taken) == "Part-3.png"
+    assert unique_filename("part-2.png", taken) == "part-2-2.png"  # a "-n" of the user's own is not parsed
     assert unique_filename("other.png", taken) == "other.png"
-    assert {"part (3).png", "part (4).png", "other.png"} <= taken
+    assert {"part-3.png", "part-2-2.png", "other.png"} <= taken
 
 
 @pytest.mark.django_db

@@ -76,11 +76,11 @@ def test_a_second_upload_continues_the_order_and_makes_names_unique(alice_api, a
 
     assert [(i["filename"], i["position"]) for i in first.json()["created"]] == [
         ("part.png", 0),
-        ("part (2).png", 1),
+        ("part-2.png", 1),
     ]
     assert [(i["filename"], i["position"]) for i in second.json()["created"]] == [
-        ("part (3).png", 2),
-        ("PART (4).png", 3),
+        ("part-3.png", 2),
+        ("PART-4.png", 3),
     ]
     assert {i["original_filename"] for i in second.json()["created"]} == {"part.png", "PART.png"}
 
@@ -252,7 +252,7 @@ def test_a_zip_adds_its_image_entries_flattened_and_skips_the_rest(alice_api, al
     assert [(i["filename"], i["original_filename"]) for i in created] == [
         ("pass_astronaut.png", "set/pass_astronaut.png"),
         ("coffee.png", "set/deep/er/coffee.png"),
-        ("coffee (2).png", "other/coffee.png"),
+        ("coffee-2.png", "other/coffee.png"),
         ("camera.BMP", "set/camera.BMP"),
     ]
     assert created[0]["image_class"] == "pass" and created[3]["is_grayscale"] is True

@@ -10,7 +10,7 @@ from PIL import Image
 
 
 def upload_photos(dataset, photo_png, names=("astronaut", "coffee", "chelsea")):
-    from datasets.services.images import images_upload
+    from datasets.services.uploads import images_upload
 
     files = [
         SimpleUploadedFile(f"{name}_pass.png", photo_png[name], content_type="image/png") for name in names

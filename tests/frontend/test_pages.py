@@ -449,7 +449,7 @@ def test_running_job_page_connects_to_its_stream(alice_client, alice_dataset, al
 
 
 def test_tiff_references_are_served_as_png_for_the_canvas(alice_client, alice_dataset, photos):
-    from datasets.services.images import images_upload
+    from datasets.services.uploads import images_upload
 
     buffer = io.BytesIO()
     Image.fromarray(photos["coffee"]).save(buffer, format="TIFF")

@@ -9,9 +9,10 @@ import zipfile
 
 import pytest
 
-from datasets.jobs.downloads import job_zip, sanitize_name
+from datasets.jobs.downloads import job_zip
 from datasets.jobs.services import job_create
 from datasets.models import GenerationJob
+from datasets.services.names import safe_name_part
 from imaging.codecs import decode_image, decode_mask_png
 from tests.factories import DatasetFactory, png_bytes
 from tests.jobs.conftest import add_templates, store_image
@@ -116,8 +117,8 @@ def test_names_are_sanitised_and_unique(alice, alice_api, run_jobs):
         ]
     )
     assert response["Content-Disposition"].startswith('attachment; filename="odd-names-')  # a slug
-    assert sanitize_name("../../etc/passwd") == "etc_passwd"
-    assert sanitize_name("???") == "file"
+    assert safe_name_part("../../etc/passwd") == "etc_passwd"
+    assert safe_name_part("???") == "file"
 
 
 def test_building_the_archive_reads_no_file_and_streams_in_small_chunks(

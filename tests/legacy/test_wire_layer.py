@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from datasets.segmentation import app_segmenter
-from datasets.services.images import sanitize_filename
+from datasets.services.uploads import sanitize_filename
 from imaging.codecs import b64encode, encode_mask_png
 from legacy.models import LegacySession
 from legacy.wire import parse_top_k

@@ -187,7 +187,7 @@ class Command(BaseCommand):
         return user
 
     def _upload(self, dataset, images_path: Path):
-        from datasets.services.images import images_upload
+        from datasets.services.uploads import images_upload
 
         if images_path.is_dir():
             paths = sorted(p for p in images_path.iterdir() if p.is_file() and is_image_filename(p.name))
