@@ -30,15 +30,9 @@ from frontend.forms import (
 )
 from frontend.views.shared import form_error_text
 from imaging.errors import EditValidationError, ImagingError
-from samsite.common.errors import ServiceError
+from samsite.common.errors import ServiceError, error_message
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import template_update
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ServiceError):
-        return exc.message
-    return str(exc)
 
 
 @login_required
@@ -144,7 +138,7 @@ def preview_view(request, dataset_id):
     try:
         result = edit_preview(image=image, specs=specs, compose=compose)
     except (ServiceError, ImagingError) as exc:
-        context["error"] = _error_text(exc)
+        context["error"] = error_message(exc)
         return render(request, "frontend/partials/preview.html", context)
     if result is None:
         context["note"] = "No template applies to this image (their class filters exclude it)."

@@ -31,8 +31,8 @@ from frontend.forms import (
     TemplateSaveForm,
 )
 from frontend.views.shared import form_error_text
-from imaging.errors import ImagingError, SegmenterUnavailable
-from samsite.common.errors import ServiceError
+from imaging.errors import ImagingError
+from samsite.common.errors import ServiceError, error_info
 from samsite.common.parsers import loads_limited
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import template_create, template_delete, template_update
@@ -136,12 +136,9 @@ def image_segment(request, dataset_id, image_id):
             else points_from_input(raw_points, require_positive=False)
         )
         preview = segment_preview(image=image, points=points, box=box)
-    except ServiceError as exc:
-        return JsonResponse({"error": exc.code, "detail": exc.message, **exc.extra}, status=exc.status)
-    except SegmenterUnavailable as exc:
-        return JsonResponse({"error": "segmenter_unavailable", "detail": str(exc)}, status=503)
-    except ImagingError as exc:
-        return JsonResponse({"error": "invalid_input", "detail": str(exc)}, status=400)
+    except (ServiceError, ImagingError) as exc:
+        info = error_info(exc)  # the APIs' answer: 503 sam_model_not_loaded, invalid_points, ...
+        return JsonResponse(info.body(), status=info.status)
     return JsonResponse(presenters.segment_json(preview))
 
 
