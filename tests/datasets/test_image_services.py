@@ -17,8 +17,9 @@ from datasets.services.images import (
     unique_filename,
 )
 from samsite.errors import ServiceError
-from tests.datasets.helpers import stored_files, upload_file
-from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, VariantFactory, png_bytes
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, VariantFactory
+from tests.fixtures.images import png_bytes
+from tests.fixtures.uploads import stored_files, upload_file
 
 
 @pytest.mark.parametrize(

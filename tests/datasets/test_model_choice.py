@@ -10,8 +10,8 @@ import pytest
 from datasets.image_io import decode_stored_image
 from datasets.segmentation import app_segmenter, embedding_cache
 from imaging.registry import loaded_models
-from tests.datasets.helpers import post_upload
-from tests.factories import DatasetFactory
+from tests.fixtures.factories import DatasetFactory
+from tests.fixtures.uploads import post_upload
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from datasets.models import GenerationJob, JobStatus
-from tests.factories import DatasetFactory, TemplateFactory
-from tests.jobs.conftest import add_templates
+from tests.fixtures.factories import DatasetFactory, TemplateFactory, add_templates
 
 pytestmark = pytest.mark.django_db
 

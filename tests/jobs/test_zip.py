@@ -13,8 +13,8 @@ from datasets.jobs.downloads import job_zip, sanitize_name
 from datasets.jobs.services import job_create
 from datasets.models import GenerationJob
 from imaging.codecs import decode_image, decode_mask_png
-from tests.factories import DatasetFactory, png_bytes
-from tests.jobs.conftest import add_templates, store_image
+from tests.fixtures.factories import DatasetFactory, add_templates, store_image
+from tests.fixtures.images import png_bytes
 
 pytestmark = pytest.mark.django_db
 
