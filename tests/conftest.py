@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated media and cache dirs, alice and bob with session and token clients, photos.
+"""Shared fixtures: isolated media and cache dirs, alice and bob with session and token clients, photos, the
+embedded job runner, and waiting for a job's end.
 
 Every set of test photos is defined here (full size, and the downscaled sets the slower suites use); the
 helpers that build them are in ``tests.fixtures.images``.
