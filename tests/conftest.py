@@ -1,13 +1,19 @@
-"""Shared fixtures: isolated media and cache dirs, alice and bob with session and token clients, photos."""
+"""Shared fixtures: isolated media and cache dirs, alice and bob with session and token clients, photos, the
+embedded job runner, and waiting for a job's end.
+
+Every set of test photos is defined here (full size, and the downscaled sets the slower suites use); the
+helpers that build them are in ``tests.fixtures.images``.
+"""
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from tests.fixtures.images import fitted_png, half_size_png, image_bytes, scaled_to_longest_side
+from tests.fixtures.waiting import JobEnds
 
 # Sync Playwright runs an event loop in the main thread; ORM calls from the test body are still safe there.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -55,8 +61,31 @@ def use_tiny_sam(settings, tiny_sam_checkpoint):
     return tiny_sam_checkpoint
 
 
+@pytest.fixture
+def embedded_runner(settings):
+    """The production runner (a worker thread in this process), stopped after the test."""
+    from datasets.jobs.runners import get_runner
+
+    settings.JOB_RUNNER = "embedded"
+    runner = get_runner("embedded")
+    yield runner
+    runner.stop(timeout=30)
+
+
+@pytest.fixture
+def job_ends():
+    """``job_ends.wait(job.id, timeout=...)`` waits for a job's ``done`` event, sent by whichever thread of this
+    process ran it (``tests.fixtures.waiting.JobEnds``)."""
+    from datasets.jobs.signals import job_event
+
+    ends = JobEnds()
+    job_event.connect(ends, dispatch_uid="tests-job-ends")
+    yield ends
+    job_event.disconnect(dispatch_uid="tests-job-ends")
+
+
 def _make_user(username: str):
-    from tests.factories import UserFactory
+    from tests.fixtures.factories import UserFactory
 
     return UserFactory(username=username)
 
@@ -108,12 +137,6 @@ def bob_client(bob):
     return other
 
 
-def encode(array: np.ndarray, fmt: str = "PNG", **params) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     """Real photos from scikit-image's bundled samples (no download): colour and grayscale."""
@@ -130,7 +153,27 @@ def photos() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def photo_png(photos) -> dict[str, bytes]:
     """The same photos encoded as PNG files, as a user would upload them."""
-    return {name: encode(array) for name, array in photos.items()}
+    return {name: image_bytes(array) for name, array in photos.items()}
+
+
+@pytest.fixture(scope="session")
+def photo_png_160(photos) -> dict[str, bytes]:
+    """The photos shrunk to fit 160 x 160, as PNG bytes: full-size photos make the classical backend slow in
+    the generation-job tests."""
+    return {name: fitted_png(array, 160) for name, array in photos.items()}
+
+
+@pytest.fixture(scope="session")
+def photo_png_half(photos) -> dict[str, bytes]:
+    """The photos at half their width and height, as PNG bytes: faster segmentation in page tests."""
+    return {name: half_size_png(array) for name, array in photos.items()}
+
+
+@pytest.fixture(scope="session")
+def photo_arrays_192(photos) -> dict[str, np.ndarray]:
+    """The photos as arrays scaled to a longest side of 192 px: same content, fast classical segmentation
+    (the seed-API tests upload them and compare their answers with them)."""
+    return {name: scaled_to_longest_side(array, 192) for name, array in photos.items()}
 
 
 def pytest_collection_modifyitems(config, items):

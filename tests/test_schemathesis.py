@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, UserFactory
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, UserFactory
 
 EXAMPLES_PER_OPERATION = 6
 

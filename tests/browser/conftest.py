@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-PASSWORD = "correct horse battery staple"  # tests.factories.UserFactory's password
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -67,11 +66,24 @@ class LiveServer:
         return self.url + path
 
 
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, setting ``startup_over`` once its startup has ended: listening (``started``) or
+    failed, so a test neither polls for it nor waits out a timeout on a server that cannot start."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_over = threading.Event()
+
+    async def startup(self, sockets=None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.startup_over.set()
+
+
 @pytest.fixture
 def live_asgi(transactional_db, settings):
     """A real ASGI server (uvicorn, lifespan off) with the embedded job runner; stopped at teardown."""
-    import uvicorn
-
     from datasets.jobs import runners as runner
 
     settings.JOB_RUNNER = "embedded"
@@ -88,14 +100,11 @@ def live_asgi(transactional_db, settings):
         log_level="warning",
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+    server = _AnnouncingServer(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+    if not server.startup_over.wait(15) or not server.started:
+        raise RuntimeError("uvicorn did not start")
     try:
         yield LiveServer(f"http://127.0.0.1:{port}")
     finally:
@@ -129,11 +138,3 @@ def shoot():
         return path
 
     return take
-
-
-def log_in(page, server: LiveServer, username: str) -> None:
-    page.goto(server("/"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(server("/"))

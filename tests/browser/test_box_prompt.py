@@ -8,8 +8,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import log_in
-from tests.browser.test_workflow import OVERLAY_FRACTION, SNAPSHOT, _overlay_seq, _wait_overlay
+from tests.fixtures.browser import OVERLAY_FRACTION, SNAPSHOT, log_in, overlay_seq, wait_overlay
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -35,7 +34,7 @@ def test_drag_a_box_see_the_mask_and_save_it(live_asgi, page, shoot, alice, phot
 
     canvas = page.locator("#tpl-canvas")
     rect = canvas.bounding_box()
-    seq = _overlay_seq(page)
+    seq = overlay_seq(page)
     with page.expect_request(lambda r: r.url.endswith("/segment/") and r.method == "POST") as request_info:
         page.mouse.move(rect["x"] + rect["width"] * 0.3, rect["y"] + rect["height"] * 0.25)
         page.mouse.down()
@@ -45,7 +44,7 @@ def test_drag_a_box_see_the_mask_and_save_it(live_asgi, page, shoot, alice, phot
     payload = json.loads(request_info.value.post_data)
     assert payload["points"] == []
     assert payload["box"] == pytest.approx([0.3, 0.25, 0.7, 0.75], abs=0.01)
-    _wait_overlay(page, seq)
+    wait_overlay(page, seq)
     shot = page.evaluate(SNAPSHOT, "#tpl-canvas")
     assert page.evaluate(OVERLAY_FRACTION, [base, shot]) > 0.01, "the mask overlay did not appear"
     assert int(canvas.get_attribute("data-overlay-area")) > 0

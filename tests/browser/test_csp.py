@@ -8,8 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import log_in
-from tests.browser.test_workflow import _click_canvas, _overlay_seq
+from tests.fixtures.browser import click_canvas, log_in, overlay_seq
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -64,9 +63,9 @@ def test_the_pages_work_under_the_csp_without_a_violation(live_asgi, page, alice
     # step 2: the canvas takes a point and draws the mask overlay; save the template
     page.goto(live_asgi(f"/datasets/{dataset.public_id}/templates/"))
     page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
-    before = _overlay_seq(page)
-    _click_canvas(page, 0.5, 0.5)
-    assert _overlay_seq(page) != before
+    before = overlay_seq(page)
+    click_canvas(page, 0.5, 0.5)
+    assert overlay_seq(page) != before
     assert int(page.locator("#tpl-canvas").get_attribute("data-overlay-area")) > 0
     page.locator("#tpl-form").get_by_role("button", name=re.compile("Save")).first.click()
     expect(page.locator("#tpl-cards .tpl-card")).to_have_count(1, timeout=30_000)

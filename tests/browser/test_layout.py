@@ -23,7 +23,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.browser.conftest import log_in
+from tests.fixtures.browser import log_in
+from tests.fixtures.images import image_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -102,10 +103,8 @@ def _variety(photos) -> list[tuple[str, bytes]]:
         h, w = source.shape[:2]
         dy, dx = (i * 7) % max(1, h // 5), (i * 11) % max(1, w // 5)
         crop = Image.fromarray(source[dy : dy + h * 4 // 5, dx : dx + w * 4 // 5]).resize((640, 480))
-        buffer = io.BytesIO()
-        crop.save(buffer, format="PNG")
         tag = "fail" if i % 3 == 0 else "pass"
-        files.append((f"part_{i:02d}_{tag}.png", buffer.getvalue()))
+        files.append((f"part_{i:02d}_{tag}.png", image_bytes(crop)))
     return files
 
 

@@ -9,27 +9,22 @@ mask outlined, download the ZIP and open it. Screenshots of every page go to tes
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
-import time
+import threading
 import zipfile
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import log_in
+from tests.fixtures.browser import OVERLAY_FRACTION, SNAPSHOT, click_canvas, log_in, overlay_seq, wait_overlay
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # wait_for_function predicates are functions, never expressions: Playwright polls an expression with eval(),
 # which the pages' Content-Security-Policy forbids.
-# Canvas helpers (run in the page): keep ImageData snapshots in the page, compare them there.
-SNAPSHOT = """(selector) => {
-  const c = document.querySelector(selector);
-  window.__snaps = window.__snaps || [];
-  window.__snaps.push(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
-  return window.__snaps.length - 1;
-}"""
+# More canvas helpers (run in the page, on the snapshots tests.fixtures.browser.SNAPSHOT keeps there).
 CHANGED_FRACTION = """([a, b]) => {
   const x = window.__snaps[a], y = window.__snaps[b];
   if (x.length !== y.length) return 1;
@@ -51,15 +46,6 @@ CHANGED_AWAY_FROM = """([a, b, u, v]) => {
     if (Math.abs(x[i] - y[i]) + Math.abs(x[i + 1] - y[i + 1]) + Math.abs(x[i + 2] - y[i + 2]) > 24) n++;
   }
   return n;
-}"""
-OVERLAY_FRACTION = """([base, shot]) => {
-  // pixels tinted by the blue overlay: bluer than the plain image at the same place
-  const x = window.__snaps[base], y = window.__snaps[shot];
-  let n = 0;
-  for (let i = 0; i < x.length; i += 4) {
-    if ((y[i + 2] - x[i + 2]) - (y[i] - x[i]) > 20) n++;
-  }
-  return n / (x.length / 4);
 }"""
 FAR_MASK_POINT = """([base, shot, px, py]) => {
   // a pixel under the overlay, far from (px, py): a negative point there must change the mask
@@ -93,36 +79,12 @@ def _files(photo_png):
     ]
 
 
-def _wait_overlay(page, before_seq: str) -> None:
-    page.wait_for_function(
-        """(seq) => {
-          const c = document.querySelector('#tpl-canvas');
-          const root = document.querySelector('#tpl-editor');
-          return c.dataset.overlaySeq !== seq && root.dataset.state !== 'busy';
-        }""",
-        arg=before_seq,
-        timeout=60_000,
-    )
-
-
-def _overlay_seq(page) -> str:
-    return page.locator("#tpl-canvas").get_attribute("data-overlay-seq") or ""
-
-
-def _click_canvas(page, x: float, y: float, **kwargs) -> None:
-    canvas = page.locator("#tpl-canvas")
-    box = canvas.bounding_box()
-    seq = _overlay_seq(page)
-    canvas.click(position={"x": box["width"] * x, "y": box["height"] * y}, **kwargs)
-    _wait_overlay(page, seq)
-
-
 def _capture_template(
     page, *, x: float, y: float, name: str, image_class: str = "", negative: bool = False
 ) -> None:
     page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
     base = page.evaluate(SNAPSHOT, "#tpl-canvas")
-    _click_canvas(page, x, y)
+    click_canvas(page, x, y)
     first = page.evaluate(SNAPSHOT, "#tpl-canvas")
     assert page.evaluate(OVERLAY_FRACTION, [base, first]) > 0.01, "the mask overlay did not appear"
     assert int(page.locator("#tpl-canvas").get_attribute("data-overlay-area")) > 0
@@ -131,29 +93,33 @@ def _capture_template(
         inside = page.evaluate(FAR_MASK_POINT, [base, first, x, y])
         assert inside is not None
         area_before = page.locator("#tpl-canvas").get_attribute("data-overlay-area")
-        _click_canvas(page, *inside, button="right")  # right click: negative point, no context menu
+        click_canvas(page, *inside, button="right")  # right click: negative point, no context menu
         second = page.evaluate(SNAPSHOT, "#tpl-canvas")
         assert page.locator("#tpl-canvas").get_attribute("data-overlay-area") != area_before
         changed = page.evaluate(CHANGED_AWAY_FROM, [first, second, *inside])
         assert changed > 50, f"the overlay did not change ({changed} pixels away from the new point)"
         expect(page.locator("#point-count")).to_contain_text("1 positive, 1 negative")
         # shift+click is negative too; undo takes it back
-        _click_canvas(page, 0.03, 0.97, modifiers=["Shift"])
+        click_canvas(page, 0.03, 0.97, modifiers=["Shift"])
         expect(page.locator("#point-count")).to_contain_text("1 positive, 2 negative")
-        seq = _overlay_seq(page)
+        seq = overlay_seq(page)
         page.get_by_role("button", name="Undo").click()
-        _wait_overlay(page, seq)
+        wait_overlay(page, seq)
         expect(page.locator("#point-count")).to_contain_text("1 positive, 1 negative")
     candidates = page.locator("#candidates .candidate:not([disabled])")
     assert candidates.count() >= 1
     expect(page.locator("#candidates .candidate").first).to_contain_text("★")
     if candidates.count() > 1:
+        canvas = page.locator("#tpl-canvas")
+        best_area = canvas.get_attribute("data-overlay-area")
         before = page.evaluate(SNAPSHOT, "#tpl-canvas")
         candidates.nth(1).click()
         after = page.evaluate(SNAPSHOT, "#tpl-canvas")
         expect(candidates.nth(1)).to_have_attribute("aria-pressed", "true")
-        assert page.evaluate(CHANGED_FRACTION, [before, after]) >= 0  # drawn (masks may coincide)
+        if canvas.get_attribute("data-overlay-area") != best_area:  # two candidates' masks may coincide
+            assert page.evaluate(CHANGED_FRACTION, [before, after]) > 0, "the other candidate was not drawn"
         candidates.nth(0).click()
+        expect(canvas).to_have_attribute("data-overlay-area", best_area)
     page.get_by_label("Name", exact=True).fill(name)
     if image_class:
         page.get_by_label("Applies to").select_option(image_class)
@@ -162,21 +128,27 @@ def _capture_template(
 
 
 @pytest.fixture
-def slow_images(monkeypatch):
-    """Make each image of a job take ~1.2 s, so a reload can happen mid-job."""
+def held_images(monkeypatch):
+    """Holds a job after its first image: decoding any later one waits until the test sets the returned
+    event, so the page is reloaded while the job is certainly running (and set again at teardown)."""
     import datasets.jobs.processing as generation
 
     original = generation.decode_stored_image
+    release = threading.Event()
+    decoded = itertools.count()  # next() on it is atomic: the job's pool threads decode concurrently
 
-    def slow(file):
-        time.sleep(1.2)
+    def held(file):
+        if next(decoded) >= 1:
+            assert release.wait(120), "the held images were never released"
         return original(file)
 
-    monkeypatch.setattr(generation, "decode_stored_image", slow)
+    monkeypatch.setattr(generation, "decode_stored_image", held)
+    yield release
+    release.set()
 
 
 @pytest.mark.parametrize("backend", ["classical", "sam"])
-def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, photo_png, slow_images):
+def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, photo_png, held_images):
     if backend == "sam":
         request.getfixturevalue("use_tiny_sam")
     tag = backend
@@ -236,13 +208,13 @@ def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, pho
         timeout=60_000,
     )
     # click the canvas again to show a live overlay in the screenshot; then a keyboard point
-    _click_canvas(page, 0.45, 0.5)
-    seq = _overlay_seq(page)
+    click_canvas(page, 0.45, 0.5)
+    seq = overlay_seq(page)
     page.locator("#tpl-canvas").focus()
     for _ in range(3):
         page.keyboard.press("ArrowUp")
     page.keyboard.press("Enter")
-    _wait_overlay(page, seq)
+    wait_overlay(page, seq)
     expect(page.locator("#point-count")).to_contain_text("2 points (2 positive, 0 negative)")
     shoot(page, f"05-templates-two-{tag}")
 
@@ -310,8 +282,10 @@ def test_the_whole_workflow(backend, request, live_asgi, page, shoot, alice, pho
     statuses = page.eval_on_selector_all("#job-grid .item-tile", "els => els.map(e => e.dataset.status)")
     assert statuses[0] == "succeeded", statuses  # rendered by the server
     assert any(s in ("pending", "running") for s in statuses), f"the job ended before the reload: {statuses}"
+    assert all(s in ("pending", "running") for s in statuses[1:]), f"images past the first ran: {statuses}"
     expect(page.locator("#job-live")).to_have_count(1)
     # ... and the rest arrives live on the reloaded page
+    held_images.set()
     expect(page.locator("#job-status")).to_have_text("succeeded", timeout=90_000)
     for index in range(4):
         expect(page.locator(f"#item-{index}")).to_have_attribute("data-status", "succeeded")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.datasets.helpers import image_bytes
-from tests.factories import DatasetFactory
+from tests.fixtures.factories import DatasetFactory
+from tests.fixtures.images import image_bytes
 
 
 @pytest.fixture(scope="session")

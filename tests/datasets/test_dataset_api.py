@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from datasets.models import Dataset
-from tests.datasets.helpers import stored_files
-from tests.factories import (
+from tests.fixtures.factories import (
     DatasetFactory,
     DatasetImageFactory,
     GenerationJobFactory,
     TemplateFactory,
     VariantFactory,
 )
+from tests.fixtures.uploads import stored_files
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from PIL import Image
 from rest_framework.pagination import PageNumberPagination
 
 from datasets.models import DatasetImage
-from tests.datasets.helpers import images_url, post_upload, stored_files
-from tests.factories import DatasetImageFactory
+from tests.fixtures.factories import DatasetImageFactory
+from tests.fixtures.uploads import images_url, post_upload, stored_files
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,9 @@ from datasets.services.images import image_delete, image_set_class
 from datasets.services.names import sanitize_filename, unique_filename
 from datasets.services.uploads import RejectedFile, images_upload
 from samsite.common.errors import ServiceError
-from tests.datasets.helpers import stored_files, upload_file
-from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, VariantFactory, png_bytes
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, VariantFactory
+from tests.fixtures.images import png_bytes
+from tests.fixtures.uploads import stored_files, upload_file
 
 
 @pytest.mark.parametrize(

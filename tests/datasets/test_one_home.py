@@ -24,8 +24,9 @@ from datasets.services.names import (
 from datasets.services.thumbnails import variant_thumbnail_ensure
 from datasets.services.uploads import images_upload
 from samsite.common.errors import ServiceError
-from tests.datasets.helpers import upload_file
-from tests.factories import DatasetFactory, GenerationJobFactory, JobItemFactory, VariantFactory, png_bytes
+from tests.fixtures.factories import DatasetFactory, GenerationJobFactory, JobItemFactory, VariantFactory
+from tests.fixtures.images import png_bytes
+from tests.fixtures.uploads import upload_file
 
 
 def test_uploads_and_archives_make_names_unique_with_the_same_suffix():

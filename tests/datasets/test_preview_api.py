@@ -10,8 +10,8 @@ from PIL import Image
 
 from datasets.segmentation import app_segmenter
 from imaging.codecs import b64decode, decode_mask_png
-from tests.datasets.helpers import post_upload
-from tests.factories import DatasetFactory, TemplateFactory
+from tests.fixtures.factories import DatasetFactory, TemplateFactory
+from tests.fixtures.uploads import post_upload
 
 pytestmark = pytest.mark.django_db
 
@@ -291,7 +291,7 @@ def test_edit_preview_input_errors(alice_api, alice_dataset, photos_uploaded, bo
 
 
 def test_edit_preview_of_a_foreign_image_is_404_and_an_empty_dataset_is_400(alice_api, alice_dataset, bob):
-    from tests.factories import DatasetImageFactory
+    from tests.fixtures.factories import DatasetImageFactory
 
     TemplateFactory(dataset=alice_dataset)
     bobs_image = DatasetImageFactory(dataset=DatasetFactory(owner=bob))
@@ -331,7 +331,7 @@ def test_prewarm_encodes_each_image_once_then_previews_are_cached(
 
 
 def test_prewarm_of_chosen_images(alice_api, alice_dataset, photos_uploaded, use_tiny_sam, bob):
-    from tests.factories import DatasetImageFactory
+    from tests.fixtures.factories import DatasetImageFactory
 
     coffee = photos_uploaded["coffee.png"]
     chosen = prewarm(alice_api, alice_dataset, image_ids=[coffee.id.hex])

@@ -9,7 +9,7 @@ from datasets.image_io import decode_stored_image
 from datasets.segmentation import app_segmenter, embedding_for
 from imaging.codecs import b64decode, decode_mask_png
 from imaging.points import denormalize_box
-from tests.datasets.helpers import post_upload
+from tests.fixtures.uploads import post_upload
 
 pytestmark = pytest.mark.django_db
 

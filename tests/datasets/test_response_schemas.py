@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
-from tests.datasets.helpers import post_upload
-from tests.factories import TemplateFactory
+from tests.fixtures.factories import TemplateFactory
+from tests.fixtures.uploads import post_upload
 
 pytestmark = pytest.mark.django_db
 

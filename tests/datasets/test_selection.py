@@ -6,7 +6,7 @@ import pytest
 
 from datasets.selection import templates_from_input
 from samsite.common.errors import ServiceError
-from tests.factories import DatasetFactory, TemplateFactory
+from tests.fixtures.factories import DatasetFactory, TemplateFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from tests.datasets.helpers import post_upload
-from tests.factories import DatasetImageFactory, png_bytes
+from tests.fixtures.factories import DatasetImageFactory
+from tests.fixtures.images import png_bytes
+from tests.fixtures.uploads import post_upload
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,9 @@ from django.test import Client
 from PIL import Image
 
 from datasets.models import DatasetImage
-from tests.datasets.helpers import image_bytes, images_url, make_zip, post_upload, stored_files, upload_file
-from tests.factories import DatasetImageFactory, png_bytes
+from tests.fixtures.factories import DatasetImageFactory
+from tests.fixtures.images import image_bytes, make_zip, png_bytes
+from tests.fixtures.uploads import images_url, post_upload, stored_files, upload_file
 
 pytestmark = pytest.mark.django_db
 
@@ -140,7 +141,7 @@ def test_a_file_already_in_the_dataset_is_a_duplicate(alice_api, alice_dataset, 
 
 
 def test_the_same_file_may_go_into_two_datasets(alice_api, alice_dataset, alice, photo_png):
-    from tests.factories import DatasetFactory
+    from tests.fixtures.factories import DatasetFactory
 
     other = DatasetFactory(owner=alice)
     assert post_upload(alice_api, alice_dataset, [("a.png", photo_png["camera"])]).status_code == 201

@@ -14,7 +14,7 @@ from datasets.selectors import (
 )
 from legacy.selectors import legacy_session_get_for_user
 from templates_app.selectors import template_get_for_user
-from tests.factories import (
+from tests.fixtures.factories import (
     DatasetFactory,
     DatasetImageFactory,
     GenerationJobFactory,

@@ -6,7 +6,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from tests.factories import ComponentFactory, JobItemFactory, TemplateFactory, VariantFactory
+from tests.fixtures.factories import ComponentFactory, JobItemFactory, TemplateFactory, VariantFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from datasets.models import GenerationJob, JobStatus
-from tests.factories import GenerationJobFactory
+from tests.fixtures.factories import GenerationJobFactory
 
 pytestmark = pytest.mark.django_db
 

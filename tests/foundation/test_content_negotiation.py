@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import DatasetFactory
+from tests.fixtures.factories import DatasetFactory
 
 pytestmark = pytest.mark.django_db
 

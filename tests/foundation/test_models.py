@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, JobStatus
-from tests.factories import (
+from tests.fixtures.factories import (
     ComponentFactory,
     DatasetImageFactory,
     GenerationJobFactory,

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from frontend.presenters import segmenter_chip, segmenter_label
-from tests.frontend.conftest import upload_photos
+from tests.fixtures.factories import upload_photos
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -20,10 +20,10 @@ def test_live_item_fragments_carry_the_parameters_card_with_every_figure(alice_d
     from datasets.jobs.services import job_create
     from datasets.models import GenerationJob
     from frontend import live
-    from tests.frontend.test_live import _page_events
+    from tests.fixtures.page_stream import page_events
 
     job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
-    items = [html for name, _, html in _page_events(job) if name == "html-item"]
+    items = [html for name, _, html in page_events(job) if name == "html-item"]
     assert len(items) == 3 and all('id="job-params"' in html for html in items)
     # Each item event re-renders the card from the job row as it is then: replay the row's states.
     job = GenerationJob.objects.select_related("dataset").get(pk=job.pk)

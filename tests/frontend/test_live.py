@@ -12,35 +12,9 @@ from django.db import connections
 from django.urls import reverse
 
 from datasets.jobs.events import job_channel
+from tests.fixtures.page_stream import page_events
 
 pytestmark = pytest.mark.django_db
-
-
-def _page_events(job, *, until: str = "html-done") -> list[tuple[str, str, str]]:
-    """``(event name, id, html)`` of the job page's stream from the start until ``until``."""
-    from frontend.live import page_event_stream
-
-    async def read():
-        events, stream = [], page_event_stream(job.id, after=0)
-        try:
-            async for chunk in stream:
-                name = event_id = None
-                data = []
-                for line in chunk.splitlines():
-                    if line.startswith("event: "):
-                        name = line[7:]
-                    elif line.startswith("id: "):
-                        event_id = line[4:]
-                    elif line.startswith("data: "):
-                        data.append(line[6:])
-                if name and name.startswith("html-"):
-                    events.append((name, event_id, "\n".join(data)))
-                    if name == until:
-                        return events
-        finally:
-            await stream.aclose()
-
-    return asyncio.run(asyncio.wait_for(read(), 20))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -48,7 +22,7 @@ def test_every_json_event_of_a_job_becomes_an_html_fragment_with_the_same_id(ali
     from datasets.jobs.services import job_create
 
     job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
-    sent = _page_events(job)
+    sent = page_events(job)
     names = [name for name, _, _ in sent]
     assert names[0] == "html-status" and names[-1] == "html-done"
     assert names.count("html-item") == 3
@@ -72,7 +46,7 @@ def test_failed_items_update_the_error_list(alice_dataset, alice_template):
         "datasets.jobs.processing.decode_stored_image", side_effect=RuntimeError("decoder exploded")
     ):
         job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
-    sent = _page_events(job)
+    sent = page_events(job)
     items = [html for name, _, html in sent if name == "html-item"]
     assert all('id="job-errors"' in html for html in items)
     assert "decoder exploded" in items[-1] and "item-failed" in items[-1]
@@ -86,7 +60,7 @@ def test_a_rendering_error_skips_one_fragment_but_never_the_stream(alice_dataset
 
     job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
     with mock.patch("frontend.live.render_item", side_effect=ValueError("template bug")):
-        names = [name for name, _, _ in _page_events(job)]
+        names = [name for name, _, _ in page_events(job)]
     assert "html-item" not in names and names[-1] == "html-done"
 
 
@@ -119,8 +93,7 @@ async def test_the_page_stream_replays_from_last_event_id_and_checks_ownership(
     from datasets.jobs.services import job_create
     from datasets.services.datasets import dataset_create
     from templates_app.services import template_create
-    from tests.factories import UserFactory
-    from tests.frontend.conftest import upload_photos
+    from tests.fixtures.factories import UserFactory, upload_photos
 
     def setup():
         alice = UserFactory(username="alice")

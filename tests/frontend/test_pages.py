@@ -14,6 +14,7 @@ from PIL import Image
 
 from datasets.models import Dataset, GenerationJob, JobStatus
 from templates_app.models import Template
+from tests.fixtures.images import image_bytes, make_zip
 
 pytestmark = pytest.mark.django_db
 
@@ -140,14 +141,14 @@ def test_upload_errors_are_messages(alice_client, alice_dataset, settings, photo
 def test_upload_zip(alice_client, alice_dataset, photo_png):
     import zipfile
 
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("photos/coffee.png", photo_png["coffee"])
-        archive.writestr("photos/chelsea.png", photo_png["chelsea"])
+    archive = make_zip(
+        {"photos/coffee.png": photo_png["coffee"], "photos/chelsea.png": photo_png["chelsea"]},
+        compression=zipfile.ZIP_STORED,
+    )
     url = reverse("ui-upload", args=[alice_dataset.public_id])
     response = alice_client.post(
         url,
-        {"zip": SimpleUploadedFile("photos.zip", buffer.getvalue())},
+        {"zip": SimpleUploadedFile("photos.zip", archive)},
         HTTP_X_REQUESTED_WITH="XMLHttpRequest",
     )
     assert b"Added 2 images" in response.content
@@ -451,11 +452,11 @@ def test_running_job_page_connects_to_its_stream(alice_client, alice_dataset, al
 def test_tiff_references_are_served_as_png_for_the_canvas(alice_client, alice_dataset, photos):
     from datasets.services.uploads import images_upload
 
-    buffer = io.BytesIO()
-    Image.fromarray(photos["coffee"]).save(buffer, format="TIFF")
     image = images_upload(
         dataset=alice_dataset,
-        files=[SimpleUploadedFile("scan.tif", buffer.getvalue(), content_type="image/tiff")],
+        files=[
+            SimpleUploadedFile("scan.tif", image_bytes(photos["coffee"], "TIFF"), content_type="image/tiff")
+        ],
     ).created[0]
     display = reverse("ui-image-display", args=[alice_dataset.public_id, image.public_id])
     body = alice_client.get(reverse("ui-templates", args=[alice_dataset.public_id])).content.decode()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from datasets.models import Variant
 from datasets.services import thumbnails
-from tests.frontend.conftest import upload_photos
+from tests.fixtures.factories import upload_photos
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,7 @@ def main() -> None:
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from tests.factories import png_bytes
+    from tests.fixtures.images import png_bytes
 
     user = get_user_model().objects.create_user("deployer", password="a long enough password")
     client = APIClient()

@@ -6,7 +6,8 @@ import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, UserFactory, png_bytes
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, UserFactory
+from tests.fixtures.images import png_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -3,8 +3,6 @@ client's filename; every file view sends nosniff; admin file views check the obj
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.files.base import ContentFile
@@ -14,7 +12,8 @@ from PIL import Image, PngImagePlugin
 
 from datasets.models import DatasetImage
 from legacy.models import LegacySession
-from tests.factories import DatasetFactory, DatasetImageFactory, UserFactory
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, UserFactory
+from tests.fixtures.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -25,9 +24,7 @@ def _png_with_script() -> bytes:
     """A valid PNG whose text chunk is an HTML page: harmless as an image, an XSS if served as text/html."""
     info = PngImagePlugin.PngInfo()
     info.add_text("comment", SCRIPT)
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 24), (200, 30, 30)).save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
+    return image_bytes(Image.new("RGB", (32, 24), (200, 30, 30)), pnginfo=info)
 
 
 def _body(response) -> bytes:

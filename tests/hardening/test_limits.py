@@ -6,7 +6,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from templates_app.models import Template
-from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, png_bytes
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, TemplateFactory
+from tests.fixtures.images import png_bytes
 
 pytestmark = pytest.mark.django_db
 

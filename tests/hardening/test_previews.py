@@ -9,7 +9,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from datasets.services import previews
-from tests.factories import DatasetFactory, DatasetImageFactory, TemplateFactory, png_bytes
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, TemplateFactory
+from tests.fixtures.images import png_bytes
 
 pytestmark = pytest.mark.django_db
 

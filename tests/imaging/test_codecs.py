@@ -29,12 +29,7 @@ from imaging.codecs import (
     sha256_hex,
 )
 from imaging.errors import ImageDecodeError, ImagingError
-
-
-def pil_bytes(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
+from tests.fixtures.images import image_bytes
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -56,7 +51,7 @@ def fake_png(width: int, height: int) -> bytes:
 
 
 def test_png_colour_decodes_exactly(astronaut):
-    decoded = decode_image(pil_bytes(Image.fromarray(astronaut), "PNG"))
+    decoded = decode_image(image_bytes(Image.fromarray(astronaut), "PNG"))
     assert decoded.format == "PNG"
     assert (decoded.width, decoded.height) == (512, 512)
     assert decoded.rgb.dtype == np.uint8 and decoded.rgb.flags.c_contiguous
@@ -65,25 +60,25 @@ def test_png_colour_decodes_exactly(astronaut):
 
 
 def test_jpeg_decodes_close_to_source(coffee):
-    decoded = decode_image(pil_bytes(Image.fromarray(coffee), "JPEG", quality=95))
+    decoded = decode_image(image_bytes(Image.fromarray(coffee), "JPEG", quality=95))
     assert decoded.format == "JPEG"
     assert decoded.rgb.shape == coffee.shape
     assert np.abs(decoded.rgb.astype(int) - coffee).mean() < 3
 
 
 def test_grayscale_l_png_is_grayscale(camera_rgb):
-    decoded = decode_image(pil_bytes(Image.fromarray(camera_rgb[:, :, 0]), "PNG"))
+    decoded = decode_image(image_bytes(Image.fromarray(camera_rgb[:, :, 0]), "PNG"))
     assert decoded.is_grayscale is True
     assert np.array_equal(decoded.rgb, camera_rgb)
 
 
 def test_rgb_file_with_equal_channels_counts_as_grayscale(camera_rgb):
-    decoded = decode_image(pil_bytes(Image.fromarray(camera_rgb), "PNG"))
+    decoded = decode_image(image_bytes(Image.fromarray(camera_rgb), "PNG"))
     assert decoded.is_grayscale is True
 
 
 def test_8bit_grayscale_bmp(camera_rgb):
-    data = pil_bytes(Image.fromarray(camera_rgb[:, :, 0]), "BMP")
+    data = image_bytes(Image.fromarray(camera_rgb[:, :, 0]), "BMP")
     decoded = decode_image(data)
     assert decoded.format == "BMP"
     assert decoded.is_grayscale is True
@@ -95,7 +90,7 @@ def test_palette_bmp_expands_colours():
     image = Image.fromarray(indices, mode="P")
     palette = [255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30] + [0] * (256 * 3 - 12)
     image.putpalette(palette)
-    decoded = decode_image(pil_bytes(image, "BMP"))
+    decoded = decode_image(image_bytes(image, "BMP"))
     colours = np.array(palette[:12], dtype=np.uint8).reshape(4, 3)
     assert np.array_equal(decoded.rgb, colours[indices])
     assert decoded.is_grayscale is False
@@ -103,7 +98,7 @@ def test_palette_bmp_expands_colours():
 
 def test_16bit_grayscale_tiff_keeps_high_byte():
     values = np.array([[0, 255, 256, 4660], [32768, 65280, 65535, 1]], dtype=np.uint16)
-    decoded = decode_image(pil_bytes(Image.fromarray(values), "TIFF"))
+    decoded = decode_image(image_bytes(Image.fromarray(values), "TIFF"))
     assert decoded.format == "TIFF"
     assert decoded.is_grayscale is True
     expected = (values >> 8).astype(np.uint8)
@@ -125,7 +120,7 @@ def test_16bit_rgb_tiff_keeps_high_byte():
 def test_gif_first_frame():
     red = Image.new("RGB", (10, 6), (255, 0, 0))
     blue = Image.new("RGB", (10, 6), (0, 0, 255))
-    data = pil_bytes(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    data = image_bytes(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
     decoded = decode_image(data)
     assert decoded.format == "GIF"
     assert decoded.rgb.shape == (6, 10, 3)
@@ -133,7 +128,7 @@ def test_gif_first_frame():
 
 
 def test_webp_lossless_roundtrip(coffee):
-    decoded = decode_image(pil_bytes(Image.fromarray(coffee), "WEBP", lossless=True))
+    decoded = decode_image(image_bytes(Image.fromarray(coffee), "WEBP", lossless=True))
     assert decoded.format == "WEBP"
     assert np.array_equal(decoded.rgb, coffee)
 
@@ -142,7 +137,7 @@ def test_rgba_png_drops_alpha():
     rgba = np.zeros((4, 4, 4), dtype=np.uint8)
     rgba[..., 0] = 200
     rgba[..., 3] = 0
-    decoded = decode_image(pil_bytes(Image.fromarray(rgba, mode="RGBA"), "PNG"))
+    decoded = decode_image(image_bytes(Image.fromarray(rgba, mode="RGBA"), "PNG"))
     assert decoded.rgb[0, 0].tolist() == [200, 0, 0]
 
 
@@ -153,7 +148,7 @@ def test_exif_orientation_is_applied():
     array[:, 20:] = (0, 0, 255)
     exif = Image.Exif()
     exif[0x0112] = 6
-    data = pil_bytes(Image.fromarray(array), "JPEG", quality=95, exif=exif.tobytes())
+    data = image_bytes(Image.fromarray(array), "JPEG", quality=95, exif=exif.tobytes())
     decoded = decode_image(data)
     assert (decoded.width, decoded.height) == (20, 40)
     top, bottom = decoded.rgb[5, 10], decoded.rgb[35, 10]
@@ -163,7 +158,7 @@ def test_exif_orientation_is_applied():
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_truncated_image_is_rejected(astronaut, fmt):
-    data = pil_bytes(Image.fromarray(astronaut), fmt)
+    data = image_bytes(Image.fromarray(astronaut), fmt)
     with pytest.raises(ImageDecodeError, match="truncated"):
         decode_image(data[: len(data) * 2 // 3])
 
@@ -179,7 +174,7 @@ def test_garbage_is_rejected(data):
 
 
 def test_unsupported_format_is_rejected():
-    data = pil_bytes(Image.new("RGB", (4, 4)), "PPM")
+    data = image_bytes(Image.new("RGB", (4, 4)), "PPM")
     with pytest.raises(ImageDecodeError, match="not an image"):
         decode_image(data)
 
@@ -205,7 +200,7 @@ def test_pixel_limit_is_checked_on_the_header():
 
 
 def test_custom_pixel_limit(astronaut):
-    data = pil_bytes(Image.fromarray(astronaut), "PNG")
+    data = image_bytes(Image.fromarray(astronaut), "PNG")
     with pytest.raises(ImageDecodeError, match="too large"):
         decode_image(data, max_pixels=512 * 511)
     assert decode_image(data, max_pixels=512 * 512).width == 512
@@ -261,7 +256,7 @@ def test_mask_png_roundtrip_and_format():
 
 def test_mask_png_any_nonzero_is_foreground():
     values = np.array([[0, 1, 128, 255]], dtype=np.uint8)
-    back = decode_mask_png(pil_bytes(Image.fromarray(values), "PNG"))
+    back = decode_mask_png(image_bytes(Image.fromarray(values), "PNG"))
     assert back.tolist() == [[False, True, True, True]]
 
 

@@ -276,12 +276,12 @@ def test_published_tinyvit_models_match_upstream(ckpt, coffee, kind):
         )
 
 
-def test_sam1_box_prompts_match_upstream(tiny_sam, tiny_ckpt, coffee):
+def test_sam1_box_prompts_match_upstream(tiny_sam, tiny_sam_checkpoint, coffee):
     """SAM 1 with a box, and with points + box: bit-identical to segment_anything's SamPredictor."""
-    from tests.imaging.test_sam import upstream_predictor
+    from tests.fixtures.sam_reference import upstream_predictor
 
     embedding = tiny_sam.encode(coffee)
-    predictor = upstream_predictor(tiny_ckpt, coffee)
+    predictor = upstream_predictor(tiny_sam_checkpoint, coffee)
     for name in ("box", "points+box"):
         coords, labels, box = PROMPTS[name]
         masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=np.array(box))
@@ -427,14 +427,16 @@ def test_sam2_sizes_are_read_off_the_trunk(dim, stages, size, version):
     assert info.config.config_file == f"configs/{folder}/{folder}_hiera_{stem}.yaml"
 
 
-def test_listed_fingerprints_equal_the_loaded_segmenters(tmp_path, loaded, ckpt, tiny_sam, tiny_ckpt):
+def test_listed_fingerprints_equal_the_loaded_segmenters(
+    tmp_path, loaded, ckpt, tiny_sam, tiny_sam_checkpoint
+):
     from imaging.registry import describe_checkpoint
 
-    assert describe_checkpoint(tiny_ckpt).fingerprint == tiny_sam.fingerprint
+    assert describe_checkpoint(tiny_sam_checkpoint).fingerprint == tiny_sam.fingerprint
     assert (
         describe_checkpoint(ckpt("sam2_hiera_tiny")).fingerprint == loaded("sam2_hiera_tiny")[0].fingerprint
     )
-    assert describe_checkpoint(tiny_ckpt).label == "SAM custom"
+    assert describe_checkpoint(tiny_sam_checkpoint).label == "SAM custom"
 
 
 @pytest.mark.filterwarnings("ignore:User provided device_type of 'cuda'")

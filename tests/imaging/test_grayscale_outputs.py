@@ -16,19 +16,14 @@ from imaging.codecs import decode_image, encode_image
 from imaging.edits import Edits
 from imaging.pipeline import TemplateMask, TemplateSpec, render_variants
 from imaging.points import Point
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
+from tests.fixtures.images import image_bytes
 
 
 @pytest.fixture(scope="module")
 def gray_upload() -> bytes:
     from skimage import data
 
-    return _png(data.camera())  # mode "L", 512x512
+    return image_bytes(data.camera())  # mode "L", 512x512
 
 
 def _templates():

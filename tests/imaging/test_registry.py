@@ -67,13 +67,13 @@ def test_unknown_backend():
         SegmenterConfig(backend="magic")
 
 
-def test_newest_checkpoint_in_models_dir(tmp_path, tiny_ckpt):
+def test_newest_checkpoint_in_models_dir(tmp_path, tiny_sam_checkpoint):
     models = tmp_path / "models"
     models.mkdir()
     old = models / "old.pth"
     new = models / "new.pt"
-    shutil.copy(tiny_ckpt, old)
-    shutil.copy(tiny_ckpt, new)
+    shutil.copy(tiny_sam_checkpoint, old)
+    shutil.copy(tiny_sam_checkpoint, new)
     (models / "notes.txt").write_text("ignored")
     os.utime(old, ns=(1_000_000_000, 1_000_000_000))
     os.utime(new, ns=(2_000_000_000, 2_000_000_000))
@@ -83,10 +83,10 @@ def test_newest_checkpoint_in_models_dir(tmp_path, tiny_ckpt):
     assert find_checkpoint(SegmenterConfig()) is None
 
 
-def test_auto_with_checkpoint_loads_sam_lazily_once(tmp_path, tiny_ckpt):
+def test_auto_with_checkpoint_loads_sam_lazily_once(tmp_path, tiny_sam_checkpoint):
     models = tmp_path / "models"
     models.mkdir()
-    shutil.copy(tiny_ckpt, models / "sam_tiny.pth")
+    shutil.copy(tiny_sam_checkpoint, models / "sam_tiny.pth")
     config = SegmenterConfig(backend="auto", models_dir=str(models), device="cpu")
     status = segmenter_status(config)
     # Reported without loading: the model type comes from the tensors' shapes through a memory map.

@@ -25,6 +25,7 @@ from imaging.sam import (
 )
 from imaging.segmenter import Embedding, MaskCandidate, Segmenter
 from imaging.tiny_sam import TINY_CONFIG, build_tiny_sam_checkpoint
+from tests.fixtures.sam_reference import upstream_predictor
 
 
 def random_prompts(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,17 +34,6 @@ def random_prompts(rng: np.random.Generator, width: int, height: int) -> tuple[n
     labels = rng.integers(0, 2, n).astype(np.int32)
     labels[0] = 1
     return coords, labels
-
-
-def upstream_predictor(checkpoint: Path, image: np.ndarray) -> SamPredictor:
-    """segment-anything's own predictor, features rounded to float16 like our stored embeddings."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = build_sam_model(infer_sam_config(state))
-    model.load_state_dict(state)
-    predictor = SamPredictor(model)
-    predictor.set_image(image)
-    predictor.features = predictor.features.half().float()
-    return predictor
 
 
 def assert_same_as_upstream(ours: list[MaskCandidate], predictor: SamPredictor, coords, labels) -> None:
@@ -59,13 +49,13 @@ def assert_same_as_upstream(ours: list[MaskCandidate], predictor: SamPredictor, 
 # -- loading and architecture inference ---------------------------------------------------------------------
 
 
-def test_tiny_checkpoint_loads_through_the_real_loader(tiny_sam, tiny_ckpt):
+def test_tiny_checkpoint_loads_through_the_real_loader(tiny_sam, tiny_sam_checkpoint):
     assert isinstance(tiny_sam, Segmenter)
     assert tiny_sam.backend == "sam" and tiny_sam.cacheable is True
     assert tiny_sam.device == "cpu"
     assert tiny_sam.model_type == "custom"
     assert tiny_sam.config == TINY_CONFIG
-    assert tiny_sam.fingerprint.endswith(checkpoint_fingerprint(tiny_ckpt))
+    assert tiny_sam.fingerprint.endswith(checkpoint_fingerprint(tiny_sam_checkpoint))
 
 
 def shape_only_state_dict(config: SamConfig) -> dict[str, torch.Tensor]:
@@ -99,8 +89,8 @@ def test_missing_checkpoint(tmp_path):
         SamSegmenter(tmp_path / "nope.pth")
 
 
-def test_truncated_checkpoint(tmp_path, tiny_ckpt):
-    data = tiny_ckpt.read_bytes()
+def test_truncated_checkpoint(tmp_path, tiny_sam_checkpoint):
+    data = tiny_sam_checkpoint.read_bytes()
     broken = tmp_path / "broken.pth"
     broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
@@ -139,8 +129,8 @@ def test_checkpoint_needing_code_execution_is_refused(tmp_path):
         SamSegmenter(evil)
 
 
-def test_inconsistent_tensors_are_refused(tmp_path, tiny_ckpt):
-    state = torch.load(tiny_ckpt, weights_only=True)
+def test_inconsistent_tensors_are_refused(tmp_path, tiny_sam_checkpoint):
+    state = torch.load(tiny_sam_checkpoint, weights_only=True)
     state["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
@@ -148,8 +138,8 @@ def test_inconsistent_tensors_are_refused(tmp_path, tiny_ckpt):
         SamSegmenter(bad)
 
 
-def test_wrapped_state_dict_is_accepted(tmp_path, tiny_ckpt):
-    state = torch.load(tiny_ckpt, weights_only=True)
+def test_wrapped_state_dict_is_accepted(tmp_path, tiny_sam_checkpoint):
+    state = torch.load(tiny_sam_checkpoint, weights_only=True)
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"model": state}, wrapped)
     assert SamSegmenter(wrapped).config == TINY_CONFIG
@@ -158,12 +148,12 @@ def test_wrapped_state_dict_is_accepted(tmp_path, tiny_ckpt):
 # -- fingerprints ------------------------------------------------------------------------------------------
 
 
-def test_fingerprint_is_content_based_and_stable_across_processes(tmp_path, tiny_ckpt):
+def test_fingerprint_is_content_based_and_stable_across_processes(tmp_path, tiny_sam_checkpoint):
     copy = tmp_path / "copy_of_tiny.pth"
-    copy.write_bytes(tiny_ckpt.read_bytes())
-    assert checkpoint_fingerprint(copy) == checkpoint_fingerprint(tiny_ckpt)
+    copy.write_bytes(tiny_sam_checkpoint.read_bytes())
+    assert checkpoint_fingerprint(copy) == checkpoint_fingerprint(tiny_sam_checkpoint)
     other = build_tiny_sam_checkpoint(tmp_path / "other.pth", seed=1)
-    assert checkpoint_fingerprint(other) != checkpoint_fingerprint(tiny_ckpt)
+    assert checkpoint_fingerprint(other) != checkpoint_fingerprint(tiny_sam_checkpoint)
     out = subprocess.run(
         [
             sys.executable,
@@ -175,7 +165,7 @@ def test_fingerprint_is_content_based_and_stable_across_processes(tmp_path, tiny
         check=True,
         cwd=Path(__file__).resolve().parents[2],
     )
-    assert out.stdout.strip() == checkpoint_fingerprint(tiny_ckpt)
+    assert out.stdout.strip() == checkpoint_fingerprint(tiny_sam_checkpoint)
 
 
 def test_same_seed_gives_identical_checkpoint(tmp_path):
@@ -201,10 +191,10 @@ def test_encode_produces_float16_embedding(tiny_sam, coffee):
     assert tiny_sam.encode_calls == before + 1  # prediction never re-encodes
 
 
-def test_fidelity_with_upstream_predictor_on_50_prompt_sets(tiny_sam, tiny_ckpt, coffee):
+def test_fidelity_with_upstream_predictor_on_50_prompt_sets(tiny_sam, tiny_sam_checkpoint, coffee):
     """Same checkpoint, image and points: masks and scores identical to segment-anything's SamPredictor."""
     embedding = tiny_sam.encode(coffee)
-    predictor = upstream_predictor(tiny_ckpt, coffee)
+    predictor = upstream_predictor(tiny_sam_checkpoint, coffee)
     assert np.array_equal(predictor.features.numpy().astype(np.float16), embedding.features)
     rng = np.random.default_rng(2024)
     sizes = []
@@ -335,14 +325,16 @@ def test_predict_chosen_many_equals_predict_per_template(tiny_sam, coffee):
         tiny_sam.predict_chosen_many(embedding, [Prompt(coords=np.zeros((0, 2)), labels=np.zeros(0))])
 
 
-def test_best_only_upsampling_matches_the_full_upstream_path(tiny_sam, tiny_ckpt, astronaut, capsys):
+def test_best_only_upsampling_matches_the_full_upstream_path(
+    tiny_sam, tiny_sam_checkpoint, astronaut, capsys
+):
     """Only the chosen candidate is upsampled; it equals upstream SamPredictor's full-size mask of the highest
     score bit for bit, on 50 prompt sets at 1280x960 (IoU reported: 1.0 means identical)."""
     import cv2
 
     image = cv2.resize(astronaut, (1280, 960), interpolation=cv2.INTER_AREA)
     embedding = tiny_sam.encode(image)
-    predictor = upstream_predictor(tiny_ckpt, image)
+    predictor = upstream_predictor(tiny_sam_checkpoint, image)
     rng = np.random.default_rng(99)
     from imaging.segmenter import Prompt
 

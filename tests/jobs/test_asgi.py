@@ -19,7 +19,7 @@ from rest_framework.authtoken.models import Token
 from datasets.jobs.events import JobChannelManager, job_channel
 from datasets.jobs.services import job_create, job_retry_failed
 from datasets.models import GenerationJob
-from tests.jobs.conftest import add_templates
+from tests.fixtures.factories import add_templates
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -96,16 +96,6 @@ def _job_events(events: list[dict]) -> list[str]:
         for e in events
         if e.get("event") in JOB_EVENTS
     ]
-
-
-@pytest.fixture
-def embedded_runner(settings):
-    from datasets.jobs.runners import get_runner
-
-    settings.JOB_RUNNER = "embedded"
-    runner = get_runner("embedded")
-    yield runner
-    runner.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 
@@ -22,10 +21,14 @@ from django.db import connection
 
 from datasets.jobs.services import job_create
 from datasets.models import GenerationJob, JobItem
-from tests.factories import DatasetFactory, png_bytes
-from tests.jobs.conftest import add_templates, store_image
+from tests.fixtures.factories import DatasetFactory, add_templates, store_image
+from tests.fixtures.images import png_bytes
+from tests.fixtures.waiting import wait_until
 
 BROKER = "redis://127.0.0.1:6379/14"
+#: The workers are other processes that send this one no signal (the third test listens on Redis, where
+#: ``heard_done`` blocks): waits poll their committed rows, or that listener, up to this many seconds.
+WORKER_SECONDS = 900
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(1800)]
 
@@ -107,16 +110,6 @@ def celery_env(settings, use_tiny_sam, tmp_path):
     app.conf.broker_url, app.conf.task_default_queue = previous
 
 
-def _wait_for(predicate, timeout: float = 900.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def _job_over(owner, count: int):
     dataset = DatasetFactory(owner=owner)
     for index in range(count):
@@ -142,7 +135,7 @@ def test_two_celery_workers_process_one_job_together_exactly_once(alice, celery_
     celery_env("w1")
     celery_env("w2")
     job = job_create(dataset=dataset, owner=alice)
-    _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal)
+    wait_until(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal, timeout=WORKER_SECONDS, interval=0.2)
     _assert_exactly_once(job, 40)
     ran_by = {worker.split(":")[1] for worker in job.items.values_list("worker", flat=True)}
     assert len(ran_by) == 2  # both worker processes did work
@@ -153,13 +146,17 @@ def test_a_sigkilled_worker_loses_only_its_lease(alice, celery_env):
     victim = celery_env("victim", lease_seconds=15)
     job = job_create(dataset=dataset, owner=alice)
     # The victim holds a chunk and has committed at least one image: kill it mid-job.
-    _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).succeeded_items >= 1)
+    wait_until(
+        lambda: GenerationJob.objects.get(pk=job.pk).succeeded_items >= 1,
+        timeout=WORKER_SECONDS,
+        interval=0.2,
+    )
     held = list(JobItem.objects.filter(job=job, status="running").values_list("worker", flat=True).distinct())
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert not GenerationJob.objects.get(pk=job.pk).is_terminal
     celery_env("rescuer", lease_seconds=15)
-    _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal)
+    wait_until(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal, timeout=WORKER_SECONDS, interval=0.2)
     _assert_exactly_once(job, 16)
     if held:  # the victim's in-flight items were redone by the rescuer after the lease expired
         assert job.items.filter(attempts__gte=2).exists()
@@ -186,7 +183,7 @@ def test_events_of_a_worker_process_cross_to_the_web_process_in_order_and_resume
                     published.append(data)
         return any(entry["event_type"] == "done" for entry in published)
 
-    _wait_for(heard_done)
+    wait_until(heard_done, timeout=WORKER_SECONDS, interval=0.2)
     bus.close()
     kinds = [entry["event_type"] for entry in published]
     assert kinds.count("item") == 6 and kinds[-1] == "done"

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from datasets.models import Dataset, GenerationJob
-from tests.factories import UserFactory
+from tests.fixtures.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,11 +27,11 @@ TEMPLATES = [
 
 
 @pytest.fixture
-def inputs(tmp_path, small_photos):
+def inputs(tmp_path, photo_png_160):
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("astronaut_pass", "coffee_fail", "camera"):
-        (folder / f"{name}.png").write_bytes(small_photos[name.split("_")[0]])
+        (folder / f"{name}.png").write_bytes(photo_png_160[name.split("_")[0]])
     (folder / "notes.txt").write_text("not an image")
     templates = tmp_path / "templates.json"
     templates.write_text(json.dumps(TEMPLATES))

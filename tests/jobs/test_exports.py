@@ -19,8 +19,8 @@ from datasets.models import GenerationJob, JobStatus
 from datasets.segmentation import app_segmenter
 from imaging.codecs import decode_mask_png
 from imaging.pipeline import TemplateMask
-from tests.factories import DatasetFactory, TemplateFactory, png_bytes
-from tests.jobs.conftest import add_templates, store_image
+from tests.fixtures.factories import DatasetFactory, TemplateFactory, add_templates, store_image
+from tests.fixtures.images import png_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, ItemStatus, JobStatus
 from datasets.segmentation import app_segmenter
 from imaging.codecs import decode_image, decode_mask_png, sha256_hex
-from tests.jobs.conftest import add_templates, store_image
+from tests.fixtures.factories import add_templates, store_image
 
 pytestmark = pytest.mark.django_db
 
@@ -295,7 +295,7 @@ def test_items_left_running_are_reclaimed_and_variants_never_duplicated(alice, p
 
 
 def test_a_job_over_an_empty_dataset_succeeds_at_once(alice, run_jobs):
-    from tests.factories import DatasetFactory
+    from tests.fixtures.factories import DatasetFactory
 
     dataset = DatasetFactory(owner=alice)
     add_templates(dataset, 1)
@@ -339,16 +339,16 @@ def test_grayscale_and_colour_photos_mix_in_one_job_with_webp(alice, make_photo_
 
 
 def test_duplicate_photo_content_across_datasets_shares_one_embedding_but_reports_it_per_owner(
-    alice, bob, small_photos, run_jobs, use_tiny_sam, monkeypatch
+    alice, bob, photo_png_160, run_jobs, use_tiny_sam, monkeypatch
 ):
     """The same bytes are encoded once for everyone (the cache is content-addressed); what a job reports is
     per owner, so bob's figures never reveal that alice has the same photo."""
-    from tests.factories import DatasetFactory
+    from tests.fixtures.factories import DatasetFactory
 
     mine = DatasetFactory(owner=alice)
     theirs = DatasetFactory(owner=bob)
-    store_image(mine, "a.png", small_photos["coffee"])
-    store_image(theirs, "b.png", small_photos["coffee"])
+    store_image(mine, "a.png", photo_png_160["coffee"])
+    store_image(theirs, "b.png", photo_png_160["coffee"])
     add_templates(mine, 1)
     add_templates(theirs, 1)
     from imaging.sam import SamSegmenter

@@ -12,7 +12,7 @@ from datasets.segmentation import app_segmenter, embedding_for
 from imaging.codecs import decode_mask_png
 from imaging.points import denormalize, denormalize_box, parse_points
 from imaging.segmenter import choose_candidate
-from tests.factories import TemplateFactory
+from tests.fixtures.factories import TemplateFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from datasets.jobs.events import job_channel
 from datasets.jobs.services import job_delete, job_retry_failed
 from datasets.models import ItemStatus
 from imaging.codecs import sha256_hex
-from tests.jobs.conftest import add_templates
+from tests.fixtures.factories import add_templates
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -22,31 +22,35 @@ from datasets.jobs.processing import generate_job
 from datasets.jobs.services import job_create, leases_release_orphaned, worker_identity
 from datasets.models import GenerationJob, ItemStatus, JobItem, JobStatus
 from imaging.codecs import sha256_hex
-from tests.factories import DatasetFactory, png_bytes
-from tests.jobs.conftest import add_templates, store_image
+from tests.fixtures.factories import DatasetFactory, add_templates, store_image
+from tests.fixtures.images import png_bytes
+from tests.fixtures.waiting import wait_for_output
 
 
-def _wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out")
+class _ObservedWake(threading.Event):
+    """The runner's wake-up event, telling the test when the runner has found no work and gone to sleep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeping = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.sleeping.set()
+        return super().wait(timeout)
 
 
 @pytest.fixture
 def embedded(settings):
     settings.JOB_RUNNER = "embedded"
     instance = runner.EmbeddedRunner(poll_seconds=0.2)
+    instance._wake = _ObservedWake()
     yield instance
     instance.stop()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_embedded_runner_runs_every_job_and_survives_a_crashing_chunk(
-    alice, photo_dataset, embedded, monkeypatch
+    alice, photo_dataset, embedded, monkeypatch, job_ends
 ):
     add_templates(photo_dataset, 1)
     with runner.use_runner("inline"), monkeypatch.context() as held:
@@ -65,7 +69,8 @@ def test_the_embedded_runner_runs_every_job_and_survives_a_crashing_chunk(
 
     monkeypatch.setattr(processing, "process_claim", flaky)
     embedded.start()
-    _wait_for(lambda: not GenerationJob.objects.filter(status__in=["queued", "running"]).exists())
+    assert all(job_ends.wait(job.id, timeout=30) for job in (first, second, third))
+    assert not GenerationJob.objects.filter(status__in=["queued", "running"]).exists()
 
     assert order[0] == first.id  # one user: oldest job first
     statuses = dict(GenerationJob.objects.values_list("pk", "status"))
@@ -78,9 +83,11 @@ def test_the_embedded_runner_runs_every_job_and_survives_a_crashing_chunk(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_enqueue_wakes_the_embedded_runner_at_once(alice, photo_dataset, embedded):
+def test_enqueue_wakes_the_embedded_runner_at_once(alice, photo_dataset, embedded, job_ends):
     embedded.poll_seconds = 60  # only a wake-up can make it this fast
     embedded.start()
+    # The runner found the queue empty and sleeps for a minute: from here only enqueue() can start the job.
+    assert embedded._wake.sleeping.wait(10)
     add_templates(photo_dataset, 1)
     with runner.use_runner("embedded"):
         runner._runners["embedded"] = embedded
@@ -88,12 +95,13 @@ def test_enqueue_wakes_the_embedded_runner_at_once(alice, photo_dataset, embedde
             job = job_create(dataset=photo_dataset, owner=alice)
         finally:
             runner._runners.pop("embedded")
-    _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == "succeeded", timeout=30)
+    assert job_ends.wait(job.id, timeout=30), "the job did not run: enqueue() did not wake the runner"
+    assert GenerationJob.objects.get(pk=job.pk).status == "succeeded"
 
 
 @pytest.mark.django_db
 def test_leases_of_dead_local_workers_are_released_and_live_ones_left_alone(alice, photo_dataset, run_jobs):
-    from tests.factories import GenerationJobFactory
+    from tests.fixtures.factories import GenerationJobFactory
 
     job = GenerationJobFactory(dataset=photo_dataset, owner=alice, status="running")
     host, pid, _nonce, _thread = worker_identity().split(":", 3)
@@ -182,17 +190,23 @@ def test_a_runner_killed_mid_job_is_resumed_with_every_variant_exactly_once(alic
         "EMBED_CACHE_DIR": str(settings.EMBED_CACHE_DIR),
         "SAM_BACKEND": "classical",
         "JOB_RUNNER": "inline",
-        "ITEM_DELAY": "0.4",
+        "HOLD_AT_ITEM": "3",
     }
     script = Path(__file__).with_name("killable_runner.py")
     process = subprocess.Popen(
-        [sys.executable, str(script), job.id.hex], env=env, cwd=django_settings.BASE_DIR
+        [sys.executable, str(script), job.id.hex],
+        env=env,
+        cwd=django_settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        bufsize=0,
     )
     try:
-        _wait_for(lambda: GenerationJob.objects.get(pk=job.pk).succeeded_items >= 3, timeout=60)
+        # Three images committed, the fourth claimed: the runner says so and waits there to be killed.
+        assert wait_for_output(process.stdout, "holding", timeout=120), "the runner never reached image 4"
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        process.stdout.close()
 
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING

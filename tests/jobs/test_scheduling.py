@@ -15,8 +15,8 @@ from django.urls import reverse
 from datasets.jobs import processing
 from datasets.jobs.services import items_claim, job_create, job_queue_position, worker_identity
 from datasets.models import GenerationJob, JobItem
-from tests.factories import DatasetFactory, png_bytes
-from tests.jobs.conftest import add_templates, store_image
+from tests.fixtures.factories import DatasetFactory, add_templates, store_image
+from tests.fixtures.images import png_bytes
 
 
 def _dataset(owner, count: int, name: str):

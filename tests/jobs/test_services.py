@@ -14,8 +14,7 @@ from datasets.jobs.services import (
 )
 from datasets.models import GenerationJob, ItemStatus, JobStatus
 from samsite.common.errors import ServiceError
-from tests.factories import DatasetFactory, TemplateFactory
-from tests.jobs.conftest import add_templates
+from tests.fixtures.factories import DatasetFactory, TemplateFactory, add_templates
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from datasets.jobs.services import job_create
 from datasets.models import GenerationJob
 from datasets.services.names import safe_name_part
 from imaging.codecs import decode_image, decode_mask_png
-from tests.factories import DatasetFactory, png_bytes
-from tests.jobs.conftest import add_templates, store_image
+from tests.fixtures.factories import DatasetFactory, add_templates, store_image
+from tests.fixtures.images import png_bytes
 
 pytestmark = pytest.mark.django_db
 

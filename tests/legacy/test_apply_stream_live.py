@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import Token
 
 from datasets.models import GenerationJob, JobSource, JobStatus, Variant
 from legacy import streams
-from tests.legacy.conftest import init_dataset, parse_sse, post_json
+from tests.fixtures.seed_api import SSEReader, init_dataset, parse_sse, post_json
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -39,30 +39,6 @@ def seeded(alice, alice_api, photo_files):
     ).json()
     token, _ = Token.objects.get_or_create(user=alice)
     return {"dataset": body["dataset_id"], "template": template["id"], "token": token.key}
-
-
-class SSEReader:
-    """Reads a streaming response chunk by chunk, keeping comment lines and data events apart."""
-
-    def __init__(self, response):
-        self.chunks = response.streaming_content.__aiter__()
-        self.buffer = ""
-        self.comments: list[str] = []
-
-    async def next_event(self, timeout: float = 20.0):
-        while "\n\n" not in self.buffer:
-            self.buffer += (await asyncio.wait_for(self.chunks.__anext__(), timeout)).decode()
-        block, self.buffer = self.buffer.split("\n\n", 1)
-        data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
-        self.comments += [line for line in block.split("\n") if line.startswith(":")]
-        if not data:
-            return None  # a comment or retry block
-        return data[0] if data[0] == "[DONE]" else json.loads(data[0])
-
-    async def next_data(self, timeout: float = 20.0):
-        while (event := await self.next_event(timeout)) is None:
-            pass
-        return event
 
 
 async def _start(seeded):
@@ -115,7 +91,9 @@ async def test_events_arrive_while_the_job_runs(seeded, embedded_runner, encode_
 
 
 @pytest.mark.asyncio
-async def test_a_client_that_disconnects_does_not_stop_the_job(seeded, embedded_runner, encode_gate):
+async def test_a_client_that_disconnects_does_not_stop_the_job(
+    seeded, embedded_runner, encode_gate, job_ends
+):
     response = await _start(seeded)
     reader = SSEReader(response)
     first = await reader.next_data()
@@ -123,12 +101,9 @@ async def test_a_client_that_disconnects_does_not_stop_the_job(seeded, embedded_
     await reader.chunks.aclose()  # the client goes away mid-run
     encode_gate.release()
 
-    job = None
-    for _ in range(200):
-        job = await GenerationJob.objects.aget(pk=response["X-Job-Id"])
-        if job.is_terminal:
-            break
-        await asyncio.sleep(0.1)
+    # The runner's thread sends the job's last event with nobody listening; wait for it off the event loop.
+    assert await asyncio.to_thread(job_ends.wait, response["X-Job-Id"], timeout=20)
+    job = await GenerationJob.objects.aget(pk=response["X-Job-Id"])
     assert job.status == JobStatus.SUCCEEDED and job.succeeded_items == 4
     assert await Variant.objects.filter(job=job).acount() == 4
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from datasets.models import GenerationJob, JobSource, JobStatus, Variant
-from tests.legacy.conftest import (
+from tests.fixtures.seed_api import (
     PREFIXES,
     b64_image,
     b64_mask,

@@ -3,7 +3,6 @@ bad input never turns into a 500 or an HTML page."""
 
 from __future__ import annotations
 
-import io
 import zipfile
 
 import numpy as np
@@ -12,8 +11,14 @@ from django.test import Client
 
 from datasets.models import Dataset
 from imaging.codecs import b64encode, encode_mask_png
-from tests.factories import DatasetFactory, DatasetImageFactory, LegacySessionFactory, TemplateFactory
-from tests.legacy.conftest import PREFIXES, init_dataset, post_json, upload
+from tests.fixtures.factories import (
+    DatasetFactory,
+    DatasetImageFactory,
+    LegacySessionFactory,
+    TemplateFactory,
+)
+from tests.fixtures.images import make_zip
+from tests.fixtures.seed_api import PREFIXES, init_dataset, post_json, upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")]
 
@@ -178,10 +183,11 @@ def test_init_errors(alice_api, settings, photo_files):
     assert_error(alice_api.post("/sam/dataset/init", {"images": files}), 400, "max_images_exceeded:4/2")
     bad_zip = upload("bad.zip", b"PK\x03\x04 truncated", "application/zip")
     assert_error(alice_api.post("/sam/dataset/init", {"zip": bad_zip}), 400, "zip_error:bad_archive")
-    empty = io.BytesIO()
-    with zipfile.ZipFile(empty, "w") as archive:
-        archive.writestr("notes.txt", "no images here")
-    no_images = upload("empty.zip", empty.getvalue(), "application/zip")
+    no_images = upload(
+        "empty.zip",
+        make_zip({"notes.txt": "no images here"}, compression=zipfile.ZIP_STORED),
+        "application/zip",
+    )
     assert_error(alice_api.post("/sam/dataset/init", {"zip": no_images}), 400, "zip_error:no_images")
     only_bad = [upload("a.png", b"not an image"), upload("b.jpg", b"")]
     body = assert_error(
@@ -192,11 +198,14 @@ def test_init_errors(alice_api, settings, photo_files):
 
 
 def test_init_keeps_good_files_reports_bad_ones_and_reads_zips(alice_api, photo_files):
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("folder/sub/chelsea.png", photo_files["chelsea.png"])
-        zf.writestr("camera.png", photo_files["camera.png"])
-        zf.writestr("readme.txt", "skip me")
+    archive = make_zip(
+        {
+            "folder/sub/chelsea.png": photo_files["chelsea.png"],
+            "camera.png": photo_files["camera.png"],
+            "readme.txt": "skip me",
+        },
+        compression=zipfile.ZIP_STORED,
+    )
     response = alice_api.post(
         "/sam/dataset/init",
         {
@@ -204,7 +213,7 @@ def test_init_keeps_good_files_reports_bad_ones_and_reads_zips(alice_api, photo_
                 upload("coffee_fail.png", photo_files["coffee_fail.png"]),
                 upload("broken.png", b"\x89PNG..."),
             ],
-            "zip": upload("photos.zip", archive.getvalue(), "application/zip"),
+            "zip": upload("photos.zip", archive, "application/zip"),
         },
     )
     body = response.json()

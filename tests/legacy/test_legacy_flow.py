@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from legacy.models import Component, LegacySession
-from tests.legacy.conftest import (
+from tests.fixtures.seed_api import (
     PREFIXES,
     b64_mask,
     b64_rgb,

@@ -21,8 +21,15 @@ from datasets.image_io import read_file_bytes
 from datasets.models import GenerationJob, Variant
 from imaging.codecs import decode_image
 from legacy import streams
-from tests.legacy.conftest import b64_image, b64_mask, init_dataset, parse_sse, post_json, read_stream
-from tests.legacy.test_apply_stream_live import SSEReader
+from tests.fixtures.seed_api import (
+    SSEReader,
+    b64_image,
+    b64_mask,
+    init_dataset,
+    parse_sse,
+    post_json,
+    read_stream,
+)
 
 
 def _template(client, dataset_id: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from templates_app.models import Template
-from tests.legacy.conftest import init_dataset, post_json
+from tests.fixtures.seed_api import init_dataset, post_json
 
 pytestmark = pytest.mark.django_db
 

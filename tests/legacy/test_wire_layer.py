@@ -12,7 +12,7 @@ from imaging.codecs import b64encode, encode_mask_png
 from legacy.models import LegacySession
 from legacy.wire import parse_top_k
 from samsite.common.errors import ServiceError
-from tests.legacy.conftest import init_dataset, post_json, upload
+from tests.fixtures.seed_api import init_dataset, post_json, upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from templates_app.models import Template
-from tests.factories import DatasetFactory, TemplateFactory
+from tests.fixtures.factories import DatasetFactory, TemplateFactory
 
 pytestmark = pytest.mark.django_db
 
