@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from datasets.admin_files import FilePreviewAdminMixin
 from datasets.models import Dataset, DatasetImage, GenerationJob, JobItem, Variant
-from samsite.common.admin_files import FilePreviewAdminMixin
 
 
 class DatasetImageInline(admin.TabularInline):

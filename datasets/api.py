@@ -54,12 +54,12 @@ from datasets.services.previews import (
     working_image,
 )
 from datasets.services.uploads import images_upload
-from datasets.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 from imaging.codecs import b64encode, encode_image
 from imaging.pipeline import TemplateSpec
 from samsite.common.api import LenientContentNegotiation
 from samsite.common.errors import ServiceError
 from samsite.common.fields import ErrorSerializer
+from samsite.common.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from datasets.admin_files import FilePreviewAdminMixin
 from legacy.models import Component, LegacySession
-from samsite.common.admin_files import FilePreviewAdminMixin
 
 
 class ComponentInline(admin.TabularInline):

@@ -26,12 +26,12 @@ from rest_framework.views import APIView
 
 from datasets.models import Dataset, DatasetImage
 from datasets.selectors import dataset_get_for_user, image_get_for_user
-from datasets.throttles import ScopeThrottle
 from legacy.models import LegacySession
 from legacy.selectors import legacy_session_get_for_user
 from samsite.common.api import LenientContentNegotiation
 from samsite.common.errors import UNEXPECTED, ServiceError, error_info
 from samsite.common.parsers import JSONParser
+from samsite.common.throttles import ScopeThrottle
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.throttling import ScopedRateThrottle
 
-from datasets.throttles import LOGIN, ScopeThrottle, throttled_response
+from samsite.common.throttles import LOGIN, ScopeThrottle, throttled_response
 from samsite.login_guard import is_locked_out, lockout_detail
 
 

@@ -183,6 +183,13 @@ def test_apps_depend_one_way(module):
     assert not _apps(imported) & forbidden, module
 
 
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("samsite.common")))
+def test_the_shared_layer_imports_no_app(module):
+    """``samsite/common`` is what every app uses, so it may use only imaging (pure) and the frameworks."""
+    imported = _imports(MODULES[module], module_level_only=False)
+    assert not _apps(imported) & {"datasets", "templates_app", "legacy", "frontend"}, module
+
+
 def test_only_the_url_conf_imports_frontend():
     importers = {
         module

@@ -48,9 +48,9 @@ from datasets.selectors import (
     variant_get_for_user,
     variant_list_for_job,
 )
-from datasets.throttles import JOBS
 from samsite.common.db import parse_uuid
 from samsite.common.errors import ServiceError
+from samsite.common.throttles import JOBS
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(

@@ -25,13 +25,13 @@ from datasets.selectors import (
 from datasets.services.datasets import dataset_create, dataset_delete, dataset_rename
 from datasets.services.images import image_delete, image_set_class
 from datasets.services.uploads import images_upload
-from datasets.throttles import UPLOADS, scoped_throttle
 from frontend import presenters
 from frontend.forms import (
     DatasetNameForm,
     ImageClassForm,
 )
 from samsite.common.errors import ServiceError
+from samsite.common.throttles import UPLOADS, scoped_throttle
 
 
 @login_required

@@ -21,7 +21,6 @@ from datasets.selectors import (
     job_list_for_user,
 )
 from datasets.services.previews import edit_preview
-from datasets.throttles import JOBS, PREVIEWS, scoped_throttle
 from frontend import presenters
 from frontend.forms import (
     GenerateForm,
@@ -31,6 +30,7 @@ from frontend.forms import (
 from frontend.views.shared import form_error_text
 from imaging.errors import EditValidationError, ImagingError
 from samsite.common.errors import ServiceError, error_message
+from samsite.common.throttles import JOBS, PREVIEWS, scoped_throttle
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import template_update
 

@@ -23,10 +23,10 @@ from datasets.selectors import (
     variant_get_for_user,
 )
 from datasets.services.thumbnails import thumbnail_read, variant_thumbnail_ensure
-from datasets.throttles import JOBS, scoped_throttle
 from frontend import live, presenters
 from imaging.errors import ImagingError
 from samsite.common.errors import ServiceError
+from samsite.common.throttles import JOBS, scoped_throttle
 
 logger = logging.getLogger(__name__)
 

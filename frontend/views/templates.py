@@ -25,7 +25,6 @@ from datasets.selectors import (
 )
 from datasets.services.datasets import dataset_set_checkpoint
 from datasets.services.previews import segment_preview
-from datasets.throttles import PREVIEWS, scoped_throttle
 from frontend import presenters
 from frontend.forms import (
     TemplateSaveForm,
@@ -34,6 +33,7 @@ from frontend.views.shared import form_error_text
 from imaging.errors import ImagingError
 from samsite.common.errors import ServiceError, error_info
 from samsite.common.parsers import loads_limited
+from samsite.common.throttles import PREVIEWS, scoped_throttle
 from templates_app.selectors import template_get_for_user, template_list_for_dataset
 from templates_app.services import template_create, template_delete, template_update
 

@@ -21,7 +21,6 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooMa
 from django.http import Http404
 from rest_framework import exceptions
 
-from datasets.throttles import limit_name
 from imaging.errors import (
     CheckpointError,
     EditValidationError,
@@ -30,6 +29,7 @@ from imaging.errors import (
     PointValidationError,
     SegmenterUnavailable,
 )
+from samsite.common.throttles import limit_name
 
 
 class ServiceError(Exception):
