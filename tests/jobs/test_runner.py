@@ -201,7 +201,7 @@ def test_a_runner_killed_mid_job_is_resumed_with_every_variant_exactly_once(alic
         bufsize=0,
     )
     try:
-        # Three images committed, the fourth claimed: the runner says so and waits there to be killed.
+        # Three images committed, the rest claimed: the runner says so and waits there to be killed.
         assert wait_for_output(process.stdout, "holding", timeout=120), "the runner never reached image 4"
     finally:
         os.kill(process.pid, signal.SIGKILL)
