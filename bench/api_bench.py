@@ -48,6 +48,7 @@ def _configure(tmp: Path) -> None:
     )
     # DEBUG stays off (production settings); they refuse to start without a key.
     os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the test client speaks plain HTTP
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "samsite.settings")
     sys.path.insert(0, str(REPO))
 
@@ -116,7 +117,12 @@ def bench_preview(client, user, tmp: Path, *, runs: int, vit_b: bool, size: tupl
     ]
     url = f"/api/images/{image.id.hex}/segment/"
 
-    print(f"\n== 1. segment preview, cached embedding, 1 torch thread ({size[0]}x{size[1]} image) ==")
+    import torch
+
+    threads = torch.get_num_threads()
+    print(
+        f"\n== 1. segment preview, cached embedding, {threads} torch threads ({size[0]}x{size[1]} image) =="
+    )
     checkpoint = build_tiny_sam_checkpoint(tmp / "sam_tiny.pth")
     with override_settings(SAM_BACKEND="sam", SAM_CHECKPOINT=str(checkpoint)):
         reset_segmenters()
