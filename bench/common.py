@@ -4,7 +4,7 @@ benchmark dataset built through the ORM (call after ``django.setup()`` and ``mig
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -39,26 +39,43 @@ def mb(value: float) -> str:
     return f"{value / 2**20:,.0f} MB"
 
 
-def naive_edit(rgb: np.ndarray, mask: np.ndarray, edits: dict) -> np.ndarray:
-    """The old tool's approach: float32 over the whole image for every step, then a masked composite."""
-    import cv2
+def naive_edit(rgb: np.ndarray, mask: np.ndarray, edits: Mapping[str, float], *, is_grayscale: bool = False):
+    """The old tool's kind of edit, the one naive baseline of every benchmark: float32 numpy over the WHOLE
+    image for every step that is not neutral (scikit-image's numpy HSV, SciPy's Gaussian), each step written
+    inside the mask with ``np.where``, the noise drawn for the mask's pixels, then opacity and rounding
+    (EDITS.md's semantics, none of its speed rules)."""
+    from scipy import ndimage
+    from skimage import color
 
-    x = rgb.astype(np.float32) / 255.0
-    x = np.clip(x + edits.get("brightness", 0.0), 0, 1)
-    x = np.clip((x - 0.5) * (1 + edits.get("contrast", 0.0)) + 0.5, 0, 1)
-    gamma = edits.get("gamma", 0.0)
-    if gamma:
-        x = np.clip(x ** (1 / max(1e-3, 1 + gamma)), 0, 1)
-    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = (hsv[..., 0] + edits.get("hue", 0.0)) % 360
-    hsv[..., 1] = np.clip(hsv[..., 1] * (1 + edits.get("saturation", 0.0)), 0, 1)
-    x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    if edits.get("sharpen"):
-        x = np.clip(x + edits["sharpen"] * (x - cv2.GaussianBlur(x, (0, 0), 1.0)), 0, 1)
-    if edits.get("noise"):
-        x = np.clip(x + np.random.default_rng(0).normal(0, edits["noise"], x.shape).astype(np.float32), 0, 1)
-    out = np.where(mask[:, :, None], x, rgb.astype(np.float32) / 255.0)
-    return (out * 255).astype(np.uint8)
+    steps = ("brightness", "contrast", "gamma", "hue", "saturation", "sharpen", "noise")
+    value = {name: float(edits.get(name) or 0.0) for name in steps}
+    opacity = 1.0 if edits.get("opacity") is None else float(edits["opacity"])
+    x = rgb.astype(np.float32) / 255
+    before = x.copy()
+    inside = mask[:, :, None]
+    if value["brightness"]:
+        x = np.where(inside, np.clip(x + value["brightness"], 0, 1), x)
+    if value["contrast"]:
+        x = np.where(inside, np.clip((x - 0.5) * (1 + value["contrast"]) + 0.5, 0, 1), x)
+    if value["gamma"]:
+        x = np.where(inside, np.clip(x ** (1 / max(1e-3, 1 + value["gamma"])), 0, 1), x)
+    if not is_grayscale and (value["hue"] or value["saturation"]):
+        hsv = color.rgb2hsv(x)
+        hsv[..., 0] = (hsv[..., 0] + value["hue"] / 360) % 1
+        hsv[..., 1] = np.clip(hsv[..., 1] * (1 + value["saturation"]), 0, 1)
+        x = np.where(inside, np.clip(color.hsv2rgb(hsv), 0, 1).astype(np.float32), x)
+    if value["sharpen"]:
+        blurred = ndimage.gaussian_filter(x, sigma=(1, 1, 0), mode="mirror", truncate=4.0)
+        x = np.where(inside, np.clip(x + value["sharpen"] * (x - blurred), 0, 1), x)
+    if value["noise"]:
+        area = int(mask.sum())
+        rng = np.random.default_rng(area * 14 % (2**32 - 1))
+        noisy = x.copy()
+        noisy[mask] += rng.standard_normal((area, 3), dtype=np.float32) * np.float32(value["noise"])
+        x = np.where(inside, np.clip(noisy, 0, 1), x)
+    if opacity != 1.0:
+        x = np.where(inside, opacity * x + (1 - opacity) * before, x)
+    return np.floor(x * 255 + 0.5).astype(np.uint8)
 
 
 def create_bench_dataset(

@@ -26,6 +26,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import naive_edit  # noqa: E402
 from imaging.codecs import encode_image  # noqa: E402
 from imaging.edits import Edits, apply_edits  # noqa: E402
 
@@ -48,33 +49,6 @@ def quarter_masks() -> dict[str, np.ndarray]:
     radius = SIZE * np.sqrt(0.25 / np.pi)  # a disc covering a quarter of the image
     disc = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 <= radius**2
     return {"square": square, "disc": disc}
-
-
-def naive_edits(rgb: np.ndarray, mask: np.ndarray, e: Edits, *, is_grayscale: bool) -> np.ndarray:
-    """The straightforward version: every step on the whole image in float32, skimage HSV, SciPy blur."""
-    from scipy import ndimage
-    from skimage import color
-
-    x = rgb.astype(np.float32) / 255
-    before = x.copy()
-    inside = mask[:, :, None]
-    x = np.where(inside, np.clip(x + e.brightness, 0, 1), x)
-    x = np.where(inside, np.clip((x - 0.5) * (1 + e.contrast) + 0.5, 0, 1), x)
-    x = np.where(inside, np.clip(x ** (1 / max(1e-3, 1 + e.gamma)), 0, 1), x)
-    if not is_grayscale:
-        hsv = color.rgb2hsv(x)
-        hsv[..., 0] = (hsv[..., 0] + e.hue / 360) % 1
-        hsv[..., 1] = np.clip(hsv[..., 1] * (1 + e.saturation), 0, 1)
-        x = np.where(inside, np.clip(color.hsv2rgb(hsv), 0, 1).astype(np.float32), x)
-    blurred = ndimage.gaussian_filter(x, sigma=(1, 1, 0), mode="mirror", truncate=4.0)
-    x = np.where(inside, np.clip(x + e.sharpen * (x - blurred), 0, 1), x)
-    area = int(mask.sum())
-    rng = np.random.default_rng(area * 14 % (2**32 - 1))
-    noisy = x.copy()
-    noisy[mask] += rng.standard_normal((area, 3), dtype=np.float32) * np.float32(e.noise)
-    x = np.where(inside, np.clip(noisy, 0, 1), x)
-    x = np.where(inside, e.opacity * x + (1 - e.opacity) * before, x)
-    return np.floor(x * 255 + 0.5).astype(np.uint8)
 
 
 def naive_per_pixel_tone(rgb: np.ndarray, mask: np.ndarray, e: Edits) -> np.ndarray:
@@ -142,13 +116,13 @@ def main() -> None:
         "noise": Edits(noise=0.05),
     }
     for mask_name, mask in masks.items():
-        naive, _ = timed_ms(lambda m=mask: naive_edits(rgb, m, FULL, is_grayscale=False), few)
+        naive, _ = timed_ms(lambda m=mask: naive_edit(rgb, m, FULL.to_dict()), few)
         for label, edits in cases.items():
             med, best = timed_ms(lambda e=edits, m=mask: apply_edits(rgb, m, e, is_grayscale=False), runs)
             baseline = naive if label == "full edit set" else None
             rows.append((f"edits colour {mask_name}: {label}", med, best, baseline, "naive float32 numpy"))
         med, best = timed_ms(lambda m=mask: apply_edits(gray, m, FULL, is_grayscale=True), runs)
-        naive_gray, _ = timed_ms(lambda m=mask: naive_edits(gray, m, FULL, is_grayscale=True), few)
+        naive_gray, _ = timed_ms(lambda m=mask: naive_edit(gray, m, FULL.to_dict(), is_grayscale=True), few)
         rows.append((f"edits gray {mask_name}: full edit set", med, best, naive_gray, "naive float32 numpy"))
 
     tone = cases["tone + opacity only (LUT)"]

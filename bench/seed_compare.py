@@ -5,8 +5,8 @@ Run: ``python bench/seed_compare.py --checkpoint tiny|vit_b [--images N] [--runs
 Two templates stacked, PNG output, the same weights on both sides, in one run:
 
 * old warm (cache hot): per image, the cached embedding; per template one ``SamPredictor.predict`` with its
-  three full-size masks, the best kept; float32 numpy edits over the whole image (every step, then a masked
-  composite, EDITS.md's semantics); Pillow PNG at compress level 2. Ours: a REST job (inline runner) once the
+  three full-size masks, the best kept; float32 numpy edits over the whole image (``bench.common.naive_edit``:
+  scikit-image HSV, SciPy blur, each non-neutral step, EDITS.md's semantics); Pillow PNG at compress level 2. Ours: a REST job (inline runner) once the
   embedding cache is hot, per image = job wall / images.
 * old after restart: it re-encodes every image, then the warm path. Ours: a NEW process on the same cache
   directory and database runs the job (the model load, which the web process does in the background at

@@ -318,11 +318,14 @@ def apply_edits(
     if do_hsv:
         cv2.cvtColor(x, cv2.COLOR_RGB2HSV, dst=x)  # float32: H in degrees [0, 360), S and V in [0, 1]
         # OpenCV's HSV->RGB reduces any H >= 0 modulo 360 itself, so a rotation only needs a non-negative
-        # shift; saturation scaling and the hue shift are one affine pass over the HSV pixels.
-        shift = edits.hue if edits.hue >= 0.0 else edits.hue + 360.0
-        gain = 1.0 + edits.saturation
-        affine = np.array([[1, 0, 0, shift], [0, gain, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
-        cv2.transform(x, affine, dst=x)
+        # shift. Per-channel scalar add and multiply (one rounding each, so the same bytes as an affine
+        # transform, ~4x faster than cv2.transform on float32).
+        shift = np.float32(edits.hue if edits.hue >= 0.0 else edits.hue + 360.0)
+        gain = np.float32(1.0 + edits.saturation)
+        if shift:
+            cv2.add(x, (float(shift), 0.0, 0.0, 0.0), dst=x)
+        if gain != 1.0:
+            cv2.multiply(x, (1.0, float(gain), 1.0, 1.0), dst=x)
         if gain > 1.0:  # S >= 0 always (gain >= 0); only the upper bound can be crossed
             cv2.min(x, (1e9, 1.0, 1e9, 0.0), dst=x)
         _clip01(cv2.cvtColor(x, cv2.COLOR_HSV2RGB, dst=x))
