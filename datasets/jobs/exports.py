@@ -1,32 +1,41 @@
 """Training-ready exports of a job: COCO instance segmentation, YOLO segmentation, VOC class masks, masks.
 
-``export_zip(job, fmt, exclude_flagged=...)`` reads the job's rows now (variants with their annotations,
-failed items) and returns a ZipStream whose pixel work happens while it streams: images are copied from
-storage in 64 KiB chunks, and each label file, class-index PNG or mask PNG is made from its annotation's RLE
-when its entry is reached, so memory holds one image's masks at a time (plus the rows' compact RLE). The
-archive is unsized (no Content-Length): its generated entries are not known before they are made.
+``export_zip(job, fmt, exclude_flagged=...)`` plans now (the variants' ids, names and sizes, never their
+annotations; the failed and unprocessed items) and returns the archive's bytes as an iterator: entries are
+added ``ANNOTATION_CHUNK_IMAGES`` images at a time as the stream reaches them, each chunk's annotations read in
+one query then, images are copied from storage in 64 KiB chunks, and each label file, class-index PNG or mask
+PNG is made from its annotation's RLE when its entry is reached; ``annotations.json`` is written incrementally
+(images, categories, then the annotations chunk by chunk). Memory holds one chunk's RLE. The archive is unsized
+(no Content-Length); ``README.txt`` is its last entry (it counts what was streamed).
 
-What an export holds (``<stem>``: the image's name, ``__<template>`` added for "each" jobs, made unique):
+What an export holds (``<stem>``: the image's name, ``__<template>`` added for "each" jobs, made unique as a
+stem whatever the extension, so ``photo.png`` and ``photo.jpg`` become ``photo`` and ``photo-2``):
 
 * images: "stack" jobs: the stacked variant of each image; "each": one image per variant (its annotation is
-  that template's mask); "annotate": the original images. Stored as they are (PNG/JPEG/WebP).
-* categories: the dataset's template labels, numbered from 1 in the order the templates were saved (first
-  use), then any label only this job's snapshot has; every export lists all of them, so ids are stable
-  across the dataset's jobs. YOLO class ids are ``id - 1``; VOC pixel values are the ids.
+  that template's mask); "annotate": the original images, stored as they are unless their EXIF orientation
+  is not 1 (then re-encoded upright in their own format, the frame the masks are in).
+* categories: the dataset's label registry (``Dataset.labels``: each label numbered from 1 on first use,
+  never renumbered or reused), then any label only this job's snapshot has; every export lists all of them,
+  so ids are stable across the dataset's jobs and template edits. YOLO class ids are ``id - 1``; VOC pixel
+  values are the ids. Each image's annotations follow the job snapshot's template order.
 * ``coco``: ``annotations.json`` (``images`` with ``file_name`` relative to ``images/``, width, height;
   ``categories``; one annotation per (image, template) with ``segmentation`` as compressed RLE from
   pycocotools, ``area``, ``bbox`` [x, y, w, h], ``iscrowd`` 0, ``score`` (SAM's predicted IoU), plus
   ``stability`` and ``flags``) and ``images/``.
 * ``yolo``: Ultralytics segmentation layout: ``images/``, ``labels/<stem>.txt`` with one
   ``<class> x1 y1 ... xn yn`` line per polygon (normalised; a mask in several parts gives several lines,
-  holes are bridged into their outer polygon, >= 3 points each), ``data.yaml`` (``path``, ``train``, ``val``,
-  ``nc``, ``names``).
+  holes are bridged into their outer polygon, >= 3 points each), ``data.yaml`` (``train``, ``val``, ``nc``,
+  ``names``; no ``path``, so Ultralytics resolves ``images`` beside the yaml).
 * ``voc``: ``JPEGImages/`` (the images, in their own format), ``SegmentationClass/<stem>.png`` (palette PNG:
   0 background, the category id where a mask covers the pixel, 255 "void" where masks of different labels
   overlap), ``ImageSets/Segmentation/default.txt`` and ``labelmap.txt``.
 * ``masks``: ``masks/<stem>__<template>.png``, one binary (0/255) PNG per (image, template).
-* always ``README.txt``: the layout, the categories, the failed items left out, and (``exclude_flagged``) the
-  flagged annotations left out.
+* always ``README.txt``: the layout, the categories, the failed items left out, the items a running or
+  cancelled job has not processed, and (``exclude_flagged``) the flagged annotations left out.
+
+Jobs finished before per-template annotations (``annotations == []``): an each/annotate variant's annotation is
+made from its stored mask PNG; ``masks`` copies every stored mask; a stack variant holds only the union of its
+masks, so coco/yolo/voc refuse such a job (ServiceError ``export_unavailable``, 409).
 
 Empty masks are never exported as annotations (nothing to learn from; they are flagged ``empty``). With
 ``exclude_flagged`` every annotation with a quality flag is left out, and so is an image left with none (it
