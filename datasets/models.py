@@ -60,6 +60,12 @@ class Dataset(BaseModel):
         blank=True,
         help_text="File name of the SAM checkpoint (in SAM_MODELS_DIR) this dataset uses; blank: the site's.",
     )
+    labels = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The category registry: every label a template of this dataset has had, in first-use order. "
+        "A label's export id is its index + 1; labels are only ever appended (never renumbered or reused).",
+    )
 
     class Meta:
         ordering = ["-created"]

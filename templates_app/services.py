@@ -24,7 +24,7 @@ from datasets.prompts import (
     points_from_input,
     points_to_json,
 )
-from datasets.services.datasets import dataset_lock
+from datasets.services.datasets import dataset_labels_register, dataset_lock
 from datasets.services.names import clean_display_name
 from imaging.edits import Edits
 from samsite.common.errors import ServiceError
@@ -105,7 +105,8 @@ def template_create(
     ("best" or an index 0..2, stored as "best"/"0".."2"); a blank ``name``
     becomes "Template N"; ``image_class`` is "", "pass" or "fail"; ``reference_image`` must belong to
     ``dataset``; ``default_edits`` follow the imaging ``Edits`` rules (unknown keys refused); ``label`` is
-    the category name in exports (blank: the name; several templates may share one).
+    the category name in exports (blank: the name; several templates may share one), registered in the
+    dataset's label registry (``dataset_labels_register``) so its export id never changes.
     """
     parsed, clean_box = _clean_prompt(points, box)
     clean_choice = mask_choice_from_input(mask_choice)
@@ -138,6 +139,7 @@ def template_create(
             position=0 if last is None else last + 1,
         )
         template.save()
+        dataset_labels_register(dataset=dataset, labels=[template.effective_label])
     return template
 
 
@@ -173,7 +175,11 @@ def template_update(*, template: Template, **changes: Any) -> Template:
     if "default_edits" in changes:
         template.default_edits = _edits_json(changes["default_edits"])
         update_fields.append("default_edits")
-    template.save(update_fields=update_fields)
+    with transaction.atomic():
+        template.save(update_fields=update_fields)
+        if "name" in changes or "label" in changes:
+            # A new label (or, without one, a new name) is registered; the old one keeps its id.
+            dataset_labels_register(dataset=template.dataset, labels=[template.effective_label])
     return template
 
 

@@ -296,7 +296,7 @@ class JobExportApi(_BinaryApi):
         responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, "the export archive")},
         description="The job's masks as a training dataset, streamed as a ZIP (no Content-Length). Images: "
         "the stacked variants (stack), every variant (each) or the originals (annotate). Categories are the "
-        "dataset's template labels, ids from 1 in save order, listed in every export. "
+        "dataset's template labels, ids from 1 by first use (never renumbered), listed in every export. "
         "`coco`: annotations.json (COCO instance segmentation, compressed RLE from pycocotools, area, bbox, "
         "iscrowd 0, score, stability, flags) + images/. "
         "`yolo`: Ultralytics segmentation: images/, labels/<stem>.txt (`<class> x1 y1 ... xn yn` per polygon, "

@@ -39,10 +39,16 @@ from imaging.pipeline import template_applies
 CHUNK_SIZE = 64 * 1024
 
 
-async def aiter_in_thread(iterable: Iterable[bytes], batch: int = 16) -> AsyncIterator[bytes]:
-    """Drive a blocking iterator from async code, ``batch`` items per trip to a worker thread."""
+async def aiter_in_thread(
+    iterable: Iterable[bytes], batch: int = 16, *, thread_sensitive: bool = False
+) -> AsyncIterator[bytes]:
+    """Drive a blocking iterator from async code, ``batch`` items per trip to a worker thread.
+
+    ``thread_sensitive``: every trip runs in the request's own sync thread (the one its view ran in), for an
+    iterator that reads the database: it then uses the request's connection, which Django closes when the
+    request finishes (a pool thread's connection would outlive the request)."""
     iterator = iter(iterable)
-    take = sync_to_async(lambda: list(itertools.islice(iterator, batch)), thread_sensitive=False)
+    take = sync_to_async(lambda: list(itertools.islice(iterator, batch)), thread_sensitive=thread_sensitive)
     while chunk := await take():
         for part in chunk:
             yield part
@@ -56,10 +62,15 @@ def stream_response(
     size: int | None,
     filename: str,
     attachment: bool = True,
+    thread_sensitive: bool = False,
 ) -> StreamingHttpResponse:
-    """A streaming response that ASGI does not buffer (async iterator) and WSGI serves natively."""
+    """A streaming response that ASGI does not buffer (async iterator) and WSGI serves natively
+    (``thread_sensitive``: see :func:`aiter_in_thread`)."""
     django_request = getattr(request, "_request", request)
-    content = aiter_in_thread(chunks) if isinstance(django_request, ASGIRequest) else chunks
+    if isinstance(django_request, ASGIRequest):
+        content = aiter_in_thread(chunks, thread_sensitive=thread_sensitive)
+    else:
+        content = chunks
     response = StreamingHttpResponse(content, content_type=content_type)
     if size is not None:
         response["Content-Length"] = str(size)

@@ -65,6 +65,7 @@ from datasets.models import (
     SchedulerTurn,
     Variant,
 )
+from datasets.services.datasets import dataset_labels_register
 from datasets.services.files import files_delete_on_commit, rows_delete_with_files, variant_stored_names
 from imaging.errors import EditValidationError, PointValidationError
 from samsite.common.errors import ServiceError
@@ -169,6 +170,8 @@ def job_create(
             raise ServiceError("invalid_points", str(exc), template_id=template.id.hex) from exc
 
     with transaction.atomic():
+        # Templates written outside the template services (admin, scripts) still get their labels numbered.
+        dataset_labels_register(dataset=dataset, labels=[t.get("label") or t["name"] for t in snapshots])
         image_ids = list(dataset.images.order_by("position").values_list("pk", flat=True))
         _check_owner_limits(owner, new_items=len(image_ids))
         job = GenerationJob.objects.create(

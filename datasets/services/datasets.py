@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
@@ -69,6 +71,28 @@ def dataset_delete(*, dataset: Dataset) -> None:
             *variant_stored_names(Variant.objects.filter(job__dataset=dataset)),
         ]
         rows_delete_with_files(dataset, owned)
+
+
+def dataset_labels_register(*, dataset: Dataset, labels: Iterable[str]) -> list[str]:
+    """Append the labels the registry does not hold yet (in the given order) and return the registry.
+
+    The registry (``Dataset.labels``) numbers a dataset's categories for every export: a label's id is its
+    index + 1, fixed on first use, never renumbered or reused (a deleted template or a renamed label keeps
+    its old label's id taken). Locks the dataset row, so concurrent template writes append one after the
+    other; a no-op (no lock, no write) when every label is registered already.
+    """
+    wanted = [label for label in dict.fromkeys(labels) if label]
+    if all(label in (dataset.labels or []) for label in wanted):
+        return list(dataset.labels or [])
+    with transaction.atomic():
+        dataset_lock(dataset=dataset)
+        registry = list(Dataset.objects.filter(pk=dataset.pk).values_list("labels", flat=True).get() or [])
+        added = [label for label in wanted if label not in registry]
+        if added:
+            registry += added
+            Dataset.objects.filter(pk=dataset.pk).update(labels=registry)
+        dataset.labels = registry
+    return registry
 
 
 def dataset_lock(*, dataset: Dataset) -> None:

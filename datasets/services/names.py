@@ -85,8 +85,9 @@ def unique_filename(name: str, taken: set[str]) -> str:
 
 def unique_entry_name(base: str, ext: str, taken: set[str]) -> str:
     """:func:`unique_filename` of ``<base>.<ext>`` (an archive entry: ``base`` may hold folders, ``ext`` is
-    kept whole)."""
-    return _unique_name(base, f".{ext}", taken)
+    kept whole); with ``ext=""``, of ``base`` alone: a stem unique whatever extension its files get (an
+    export names an image's label and class-mask files by its stem)."""
+    return _unique_name(base, f".{ext}" if ext else "", taken)
 
 
 def _unique_name(stem: str, suffix: str, taken: set[str]) -> str:

@@ -281,3 +281,32 @@ async def test_the_zip_streams_as_an_async_iterator_under_asgi(alice, photo_data
     await asyncio.wait_for(read(), 30)
     assert len(body) == int(response["Content-Length"])
     assert len(zipfile.ZipFile(io.BytesIO(body)).namelist()) == 5
+
+
+async def test_an_export_reads_its_annotations_while_streaming_under_asgi(alice, photo_dataset, monkeypatch):
+    import io
+    import json
+    import zipfile
+
+    from datasets.jobs import exports
+
+    monkeypatch.setattr(exports, "ANNOTATION_CHUNK_IMAGES", 1)  # a query per image, during the stream
+    add_templates(photo_dataset, 2)
+    job = job_create(dataset=photo_dataset, owner=alice, compose="annotate")
+    for fmt in ("coco", "masks"):
+        response = await _client(alice).get(f"/api/jobs/{job.id.hex}/export/?format={fmt}")
+        assert response.status_code == 200 and response.is_async
+        body = b""
+
+        async def read(response=response):
+            nonlocal body
+            async for chunk in response.streaming_content:
+                body += chunk
+
+        await asyncio.wait_for(read(), 60)
+        archive = zipfile.ZipFile(io.BytesIO(body))
+        assert archive.testzip() is None
+        if fmt == "coco":
+            assert len(json.loads(archive.read("annotations.json"))["images"]) == 4
+        else:
+            assert len([n for n in archive.namelist() if n.startswith("masks/")]) == 8

@@ -474,3 +474,284 @@ def test_exports_stream_lazily_one_image_at_a_time(alice, photo_dataset, run_job
     archive = zipfile.ZipFile(io.BytesIO(first + b"".join(chunks)))
     assert made == ["astronaut", "coffee", "camera", "chelsea"]
     assert archive.testzip() is None and len(archive.namelist()) == 3 + 2 * 4
+
+
+# --- Audit fixes: names, stable categories, EXIF, data.yaml, streaming, old jobs, order --------------------
+
+
+def _two_photos(alice):
+    """``photo.png`` and ``photo.jpg`` (same stem) in one dataset, one template."""
+    dataset = DatasetFactory(owner=alice, name="Stems")
+    store_image(dataset, "photo.png", png_bytes(64, 48, seed=3))
+    pil = Image.open(io.BytesIO(png_bytes(80, 60, seed=4)))
+    buffer = io.BytesIO()
+    pil.save(buffer, format="JPEG", quality=95)
+    store_image(dataset, "photo.jpg", buffer.getvalue())
+    add_templates(dataset, 1)
+    return dataset
+
+
+def test_same_stem_originals_get_distinct_stems_in_every_format(alice, alice_api, run_jobs):
+    dataset = _two_photos(alice)
+    job = _run(run_jobs, dataset=dataset, owner=alice, compose="annotate")
+    for fmt in ("coco", "yolo", "voc", "masks"):
+        names = _export(alice_api, job, fmt).namelist()
+        assert len(names) == len(set(names)), fmt
+    yolo = _export(alice_api, job, "yolo")
+    assert sorted(n for n in yolo.namelist() if n.startswith("labels/")) == [
+        "labels/photo-2.txt",
+        "labels/photo.txt",
+    ]
+    assert sorted(n for n in yolo.namelist() if n.startswith("images/")) == [
+        "images/photo-2.jpg",
+        "images/photo.png",
+    ]
+    voc = _export(alice_api, job, "voc")
+    assert voc.read("ImageSets/Segmentation/default.txt").decode().split() == ["photo", "photo-2"]
+    assert {n for n in voc.namelist() if n.startswith("SegmentationClass/")} == {
+        "SegmentationClass/photo.png",
+        "SegmentationClass/photo-2.png",
+    }
+    # Each stem's label mask has the size of its own image.
+    for stem, image in (("photo", "photo.png"), ("photo-2", "photo.jpg")):
+        size = Image.open(io.BytesIO(voc.read(f"SegmentationClass/{stem}.png"))).size
+        original = dataset.images.get(filename=image)
+        assert size == (original.width, original.height)
+    coco = json.loads(_export(alice_api, job, "coco").read("annotations.json"))
+    assert [i["file_name"] for i in coco["images"]] == ["photo.png", "photo-2.jpg"]
+
+
+def _categories_by_annotation(archive) -> dict[tuple[str, int], tuple[int, str]]:
+    document = json.loads(archive.read("annotations.json"))
+    files = {i["id"]: i["file_name"] for i in document["images"]}
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    return {
+        (files[a["image_id"]], a["id"]): (a["category_id"], names[a["category_id"]])
+        for a in document["annotations"]
+    }
+
+
+def test_category_ids_stay_when_a_template_is_deleted_or_a_label_renamed(
+    alice, alice_api, photo_dataset, run_jobs, tmp_path
+):
+    from templates_app.services import template_create, template_delete, template_update
+
+    point = [{"x_norm": 0.5, "y_norm": 0.45, "positive": True}]
+    made = [
+        template_create(dataset=photo_dataset, points=point, name=name, label=label)
+        for name, label in (("first", "cap"), ("second", "bottle"), ("third", "pump"))
+    ]
+    photo_dataset.refresh_from_db()
+    assert photo_dataset.labels == ["cap", "bottle", "pump"]
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="each")
+    before = _categories_by_annotation(_export(alice_api, job, "coco"))
+    assert {category for category in before.values()} == {(1, "cap"), (2, "bottle"), (3, "pump")}
+    yolo_before = _export(alice_api, job, "yolo")
+
+    template_delete(template=made[0])
+    template_update(template=made[1], label="flask")
+    template_update(template=made[2], name="renamed")  # the name is not the label: nothing changes
+    photo_dataset.refresh_from_db()
+    assert photo_dataset.labels == ["cap", "bottle", "pump", "flask"]  # appended, never renumbered
+
+    archive = _export(alice_api, job, "coco", tmp_path)
+    assert _categories_by_annotation(archive) == before
+    document = json.loads(archive.read("annotations.json"))
+    assert [(c["id"], c["name"]) for c in document["categories"]] == [
+        (1, "cap"),
+        (2, "bottle"),
+        (3, "pump"),
+        (4, "flask"),
+    ]
+    yolo_after = _export(alice_api, job, "yolo")
+    labels = sorted(n for n in yolo_after.namelist() if n.startswith("labels/"))
+    assert all(yolo_after.read(n) == yolo_before.read(n) for n in labels)
+    data = yaml.safe_load(yolo_after.read("data.yaml"))
+    assert data["nc"] == 4 and data["names"] == {0: "cap", 1: "bottle", 2: "pump", 3: "flask"}
+
+    # A new job with the renamed label numbers it 4; the old labels keep 2 and 3.
+    job2 = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
+    assert {c for c in _categories_by_annotation(_export(alice_api, job2, "coco")).values()} == {
+        (4, "flask"),
+        (3, "pump"),
+    }
+
+
+def test_template_services_register_labels_under_the_dataset_lock(photo_dataset):
+    from templates_app.services import template_create, template_update
+
+    point = [{"x_norm": 0.5, "y_norm": 0.45, "positive": True}]
+    unnamed = template_create(dataset=photo_dataset, points=point, name="Lid")  # no label: the name
+    template_create(dataset=photo_dataset, points=point, name="Other", label="Lid")  # shared: no new id
+    template_update(template=unnamed, name="Cover")  # the effective label changes: registered
+    template_update(template=unnamed, label="")  # back to the name: already registered
+    photo_dataset.refresh_from_db()
+    assert photo_dataset.labels == ["Lid", "Cover"]
+
+
+def test_an_exif_rotated_original_is_exported_upright(alice, alice_api, run_jobs, tmp_path):
+    from pycocotools.coco import COCO
+
+    dataset = DatasetFactory(owner=alice, name="Phone photos")
+    pil = Image.open(io.BytesIO(png_bytes(80, 48, seed=7)))  # stored 80 x 48, shown 48 x 80
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    pil.save(buffer, format="JPEG", quality=95, exif=exif)
+    rotated = store_image(dataset, "phone.jpg", buffer.getvalue())
+    upright = store_image(dataset, "plain.png", png_bytes(64, 48, seed=8))
+    assert (rotated.width, rotated.height) == (48, 80)
+    add_templates(dataset, 2)
+    job = _run(run_jobs, dataset=dataset, owner=alice, compose="annotate")
+
+    for fmt, folder in (("coco", "images"), ("yolo", "images"), ("voc", "JPEGImages")):
+        archive = _export(alice_api, job, fmt, tmp_path / fmt)
+        plain = Image.open(io.BytesIO(archive.read(f"{folder}/phone.jpg")))  # no exif_transpose
+        assert plain.format == "JPEG" and plain.size == (48, 80)
+        assert plain.getexif().get(0x0112, 1) == 1
+        # The common case is still a byte copy.
+        assert archive.read(f"{folder}/plain.png") == upright.file.open("rb").read()
+    coco = COCO(str(tmp_path / "coco" / "annotations.json"))
+    [image] = [i for i in coco.imgs.values() if i["file_name"] == "phone.jpg"]
+    assert (image["width"], image["height"]) == (48, 80)
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+    assert anns and all(a["segmentation"]["size"] == [80, 48] for a in anns)
+    assert coco.annToMask(anns[0]).shape == (80, 48)
+
+
+def test_data_yaml_has_no_path_so_ultralytics_uses_its_folder(alice, alice_api, photo_dataset, run_jobs):
+    add_templates(photo_dataset, 1)
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
+    data = yaml.safe_load(_export(alice_api, job, "yolo").read("data.yaml"))
+    assert "path" not in data
+    assert (data["train"], data["val"], data["nc"]) == ("images", "images", 1)
+
+
+def test_coco_is_written_incrementally_reading_annotations_one_chunk_at_a_time(
+    alice, photo_dataset, run_jobs, monkeypatch
+):
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from pycocotools.coco import COCO
+
+    from datasets.jobs import exports
+
+    _labelled_templates(photo_dataset)
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
+    monkeypatch.setattr(exports, "ANNOTATION_CHUNK_IMAGES", 1)
+    plan = exports.export_plan(job)
+    chunks = exports.coco_chunks(plan)
+    with CaptureQueriesContext(connection) as queries:
+        head = next(chunks)
+        assert head.startswith(b'{"info": ')
+        assert not [q for q in queries.captured_queries if "datasets_variant" in q["sql"]]  # none read yet
+        parts = [head, *chunks]
+    assert len(parts) > 4  # info + images ..., categories, one piece per chunk of annotations, the end
+    reads = [q["sql"] for q in queries.captured_queries if '"datasets_variant"."annotations"' in q["sql"]]
+    assert len(reads) == 4  # one query per image (the chunk size), each for that image's 3 variants only
+    for sql in reads:
+        assert len(re.findall(r"'[0-9a-f-]{32,36}'", sql)) == 3
+    body = b"".join(parts)
+    document = json.loads(body)
+    assert body == json.dumps(document, ensure_ascii=False).encode()  # json.dumps' bytes, deterministic
+    assert [a["id"] for a in document["annotations"]] == list(range(1, len(document["annotations"]) + 1))
+    assert b"".join(exports.coco_chunks(exports.export_plan(job))) == body
+    path = Path(default_storage.path(".")) / f"coco-{job.id.hex}.json"
+    path.write_bytes(body)
+    assert len(COCO(str(path)).anns) == len(document["annotations"]) > 4
+
+
+def test_an_annotate_job_stored_before_annotations_exports_its_stored_masks(
+    alice, alice_api, photo_dataset, run_jobs, tmp_path
+):
+    from pycocotools.coco import COCO
+
+    _labelled_templates(photo_dataset)
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
+    reference = json.loads(_export(alice_api, job, "coco").read("annotations.json"))
+    job.variants.update(annotations=[], flags=[])  # as a job finished before 0004 left them
+
+    masks = _export(alice_api, job, "masks")
+    names = [n for n in masks.namelist() if n.startswith("masks/")]
+    assert len(names) == 12
+    for variant in job.variants.select_related("image"):
+        stem = variant.image.filename.rsplit(".", 1)[0]
+        name = f"masks/{stem}__{variant.template_names[0]}.png"
+        assert masks.read(name) == variant.mask_file.open("rb").read()
+
+    document = json.loads(_export(alice_api, job, "coco", tmp_path).read("annotations.json"))
+    strip = [
+        {k: a[k] for k in ("image_id", "category_id", "segmentation", "area", "bbox")}
+        for a in document["annotations"]
+    ]
+    expected = [
+        {k: a[k] for k in ("image_id", "category_id", "segmentation", "area", "bbox")}
+        for a in reference["annotations"]
+    ]
+    assert strip == expected and len(strip) > 4
+    assert len(COCO(str(tmp_path / "annotations.json")).anns) == len(strip)
+    yolo = _export(alice_api, job, "yolo")
+    assert any(yolo.read(n) for n in yolo.namelist() if n.startswith("labels/"))
+
+
+def test_a_stack_job_stored_before_annotations_is_a_409_except_for_masks(
+    alice, alice_api, photo_dataset, run_jobs
+):
+    add_templates(photo_dataset, 2)
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="stack")
+    job.variants.update(annotations=[], flags=[])
+    for fmt in ("coco", "yolo", "voc"):
+        response = alice_api.get(f"/api/jobs/{job.id.hex}/export/?format={fmt}")
+        assert response.status_code == 409
+        assert response.json() == {
+            "error": "export_unavailable",
+            "detail": "this job predates per-template annotations; run it again",
+        }
+    masks = _export(alice_api, job, "masks")
+    names = sorted(n for n in masks.namelist() if n.startswith("masks/"))
+    assert len(names) == 4
+    for variant in job.variants.select_related("image"):
+        stem = variant.image.filename.rsplit(".", 1)[0]
+        assert masks.read(f"masks/{stem}.png") == variant.mask_file.open("rb").read()
+
+
+def test_annotations_follow_the_snapshot_order_in_annotate_and_stack_jobs(
+    alice, alice_api, photo_dataset, run_jobs
+):
+    point = [{"x_norm": 0.5, "y_norm": 0.45, "positive": True}]
+    others = [
+        {"x_norm": 0.3, "y_norm": 0.7, "positive": True},
+        {"x_norm": 0.7, "y_norm": 0.3, "positive": True},
+    ]
+    # Saved in one order, positioned in another: the snapshot (and so every export) follows the positions.
+    for name, position, p in (("late", 5, point), ("early", 1, [others[0]]), ("middle", 3, [others[1]])):
+        TemplateFactory(dataset=photo_dataset, name=name, label=name, points=p, position=position)
+    annotate = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
+    stack = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="stack", output_format="png")
+    assert [t["name"] for t in annotate.templates_snapshot] == ["early", "middle", "late"]
+    doc_a = json.loads(_export(alice_api, annotate, "coco").read("annotations.json"))
+    doc_s = json.loads(_export(alice_api, stack, "coco").read("annotations.json"))
+    assert doc_a["annotations"] == doc_s["annotations"] and len(doc_a["annotations"]) > 4
+    names = {c["id"]: c["name"] for c in doc_a["categories"]}
+    per_image: dict[int, list[str]] = {}
+    for a in doc_a["annotations"]:
+        per_image.setdefault(a["image_id"], []).append(names[a["category_id"]])
+    order = ["early", "middle", "late"]
+    assert all(labels == sorted(labels, key=order.index) for labels in per_image.values())
+
+
+def test_an_unfinished_job_lists_its_unprocessed_images_in_the_readme(
+    alice, alice_api, photo_dataset, run_jobs
+):
+    add_templates(photo_dataset, 1)
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice, compose="annotate")
+    camera = job.items.get(image__filename="camera.png")
+    camera.status = "pending"
+    camera.save(update_fields=["status"])
+    job.variants.filter(image=camera.image).delete()
+    GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.CANCELED)
+    readme = _export(alice_api, job, "coco").read("README.txt").decode()
+    assert "Images not processed (job canceled), left out (1):\n  camera.png\n" in readme
+    assert "Images: 3;" in readme
