@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -74,6 +75,7 @@ def celery_env(settings, use_tiny_sam, tmp_path):
     workers: list[subprocess.Popen] = []
 
     def start(name: str, *, lease_seconds: int = 60, extra_env: dict | None = None) -> subprocess.Popen:
+        name = f"{name}-{queue}"  # unique on this broker: ``ready`` pings exactly these workers
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -95,9 +97,26 @@ def celery_env(settings, use_tiny_sam, tmp_path):
             env={**env, "JOB_LEASE_SECONDS": str(lease_seconds), **(extra_env or {})},
             cwd=django_settings.BASE_DIR,
         )
+        process.node_name = f"{name}@{socket.gethostname()}"
         workers.append(process)
         return process
 
+    def ready(*processes: subprocess.Popen) -> None:
+        """Wait until every one of ``processes`` answers a ping and the queue is empty (their start-up sweep
+        tasks are done), so what follows is the only work they get."""
+        names = {process.node_name for process in processes}
+
+        def answering():
+            replies = app.control.ping(destination=sorted(names), timeout=1.0)
+            return {name for reply in replies for name in reply} >= names
+
+        wait_until(answering, timeout=WORKER_SECONDS, interval=0.2)
+        wait_until(
+            lambda: redis.Redis.from_url(BROKER).llen(queue) == 0, timeout=WORKER_SECONDS, interval=0.2
+        )
+
+    start.ready = ready
+    start.env = env
     yield start
     for process in workers:
         if process.poll() is None:
@@ -142,24 +161,36 @@ def test_two_celery_workers_process_one_job_together_exactly_once(alice, celery_
 
 
 def test_a_sigkilled_worker_loses_only_its_lease(alice, celery_env):
+    """Both workers run before the job exists; one is SIGKILLed while it holds a live lease. The other, without
+    any restart, finishes the job: the killed worker's message would only come back after the broker's
+    visibility timeout (hours), so the surviving worker's own tasks must pick up the freed items."""
     dataset = _job_over(alice, 16)
     victim = celery_env("victim", lease_seconds=15)
+    survivor = celery_env("survivor", lease_seconds=15)
+    celery_env.ready(victim, survivor)
     job = job_create(dataset=dataset, owner=alice)
-    # The victim holds a chunk and has committed at least one image: kill it mid-job.
-    wait_until(
-        lambda: GenerationJob.objects.get(pk=job.pk).succeeded_items >= 1,
-        timeout=WORKER_SECONDS,
-        interval=0.2,
-    )
-    held = list(JobItem.objects.filter(job=job, status="running").values_list("worker", flat=True).distinct())
+    victims = JobItem.objects.filter(job=job, worker__contains=f":{victim.pid}:")
+
+    def victim_holds_a_live_lease_mid_job():
+        from django.utils import timezone
+
+        if GenerationJob.objects.get(pk=job.pk).succeeded_items < 1:
+            return []
+        return list(
+            victims.filter(status="running", lease_expires_at__gt=timezone.now()).values_list("pk", flat=True)
+        )
+
+    held = wait_until(victim_holds_a_live_lease_mid_job, timeout=WORKER_SECONDS, interval=0.05)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert not GenerationJob.objects.get(pk=job.pk).is_terminal
-    celery_env("rescuer", lease_seconds=15)
     wait_until(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal, timeout=WORKER_SECONDS, interval=0.2)
+    assert survivor.poll() is None  # no worker was restarted: the survivor did it
     _assert_exactly_once(job, 16)
-    if held:  # the victim's in-flight items were redone by the rescuer after the lease expired
-        assert job.items.filter(attempts__gte=2).exists()
+    # The items the victim held when it died were redone by the survivor.
+    redone = JobItem.objects.filter(pk__in=held)
+    assert all(item.attempts >= 2 and f":{survivor.pid}:" in item.worker for item in redone)
+    assert JobItem.objects.filter(job=job, worker__contains=f":{survivor.pid}:").count() >= len(held)
 
 
 def test_events_of_a_worker_process_cross_to_the_web_process_in_order_and_resume(alice, celery_env):
@@ -202,3 +233,50 @@ def test_events_of_a_worker_process_cross_to_the_web_process_in_order_and_resume
     rest = stored_events_after(channel, int(third["pub_id"]))
     assert [event.type for event in rest] == kinds[kinds.index("item") + 3 :]
     assert [event.id for event in rest] == ids[ids.index(int(third["pub_id"])) + 1 :]
+
+
+@pytest.mark.django_db
+def test_follow_ups_cover_only_uncovered_chunks_and_one_lease_expiry_check(
+    alice, held_jobs, monkeypatch, settings
+):
+    """What keeps ``celery -A samsite worker`` alone finishing every job, without fan-out: after its chunk a task
+    sends one task per claimable chunk the queue does not cover, and, when only leased work is left, one task
+    for the first lease expiry however many workers go idle at once (a Redis key), again once that one ran."""
+    from unittest import mock
+
+    from datasets.jobs import celery_runner
+    from datasets.jobs.services import items_claim, work_outlook
+    from datasets.jobs.tasks import process_chunk
+    from samsite.celery import app
+
+    if not _redis_available():
+        pytest.fail("Redis at 127.0.0.1:6379 is required for the Celery tests (.ci/run starts it)")
+    monkeypatch.setattr(app.conf, "broker_url", BROKER)
+    monkeypatch.setattr(celery_runner, "FOLLOW_UP_KEY", f"samgen-test:lease-check:{uuid.uuid4().hex}")
+    settings.JOB_CHUNK_SIZE = 2
+    job = job_create(dataset=_job_over(alice, 5), owner=alice)
+    sent = mock.patch.object(process_chunk, "delay")
+    scheduled = mock.patch.object(process_chunk, "apply_async")
+    with (
+        sent as delay,
+        scheduled as apply_async,
+        mock.patch.object(celery_runner, "queued_tasks", return_value=1),
+    ):
+        assert work_outlook().claimable_chunks == 3
+        assert celery_runner.follow_ups_send(work_outlook()) == 2  # one chunk is covered by the queued task
+        assert delay.call_count == 2 and apply_async.call_count == 0
+    for _ in range(3):
+        items_claim(worker="elsewhere:1:abcd:T", job_id=job.id)
+    outlook = work_outlook()
+    assert outlook.claimable_chunks == 0 and outlook.next_lease_expiry is not None
+    with sent as delay, scheduled as apply_async:
+        assert [celery_runner.follow_ups_send(work_outlook()) for _ in range(3)] == [1, 0, 0]
+        assert delay.call_count == 0
+        assert apply_async.call_args.kwargs["kwargs"] == {"follow_up": True}
+        assert 1 <= apply_async.call_args.kwargs["countdown"] <= settings.JOB_LEASE_SECONDS + 1
+        celery_runner.follow_up_started()  # the check runs: the next one may be scheduled
+        assert celery_runner.follow_ups_send(work_outlook()) == 1
+    redis.Redis.from_url(BROKER).delete(celery_runner.FOLLOW_UP_KEY)
+    JobItem.objects.filter(job=job).update(status="succeeded")
+    GenerationJob.objects.filter(pk=job.pk).update(status="succeeded")
+    assert work_outlook().idle and celery_runner.follow_ups_send(work_outlook()) == 0
