@@ -134,10 +134,14 @@ def test_the_per_user_job_limit_is_a_clear_message_in_the_ui(alice, alice_client
     response = alice_client.post(
         reverse("ui-generate", args=[dataset.public_id]),
         {"compose": "stack", "output_format": "png"},
-        follow=True,
     )
+    assert response.status_code == 429  # as on the REST and seed APIs: no redirect
     assert GenerationJob.objects.filter(owner=alice).count() == 1
-    assert "already have 1 jobs queued or running" in response.content.decode()
+    page = response.content.decode()
+    # The generate page again, the reason next to its Generate button.
+    assert 'id="generate-button"' in page
+    error = page[page.index('id="generate-error"') :]
+    assert "already have 1 jobs queued or running" in error[: error.index("</p>")]
 
 
 @pytest.mark.django_db
