@@ -7,6 +7,7 @@ database of its own) and the test database, with the tiny SAM checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -193,46 +194,110 @@ def test_a_sigkilled_worker_loses_only_its_lease(alice, celery_env):
     assert JobItem.objects.filter(job=job, worker__contains=f":{survivor.pid}:").count() >= len(held)
 
 
-def test_events_of_a_worker_process_cross_to_the_web_process_in_order_and_resume(alice, celery_env):
-    """The worker publishes every stored event on Redis (EVENTSTREAM_REDIS), which is how each web process's
-    listeners hear it live; the stored events are the truth a client resumes from with ``lastEventId``."""
-    import json
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _sse_events(response):
+    """The ``{"event", "id", "data"}`` of a ``text/event-stream`` response, as they arrive."""
+    buffer = ""
+    for chunk in response.iter_content(chunk_size=None, decode_unicode=True):
+        buffer += chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            event: dict = {}
+            data = []
+            for line in block.split("\n"):
+                key, _, value = line.partition(": ")
+                if key == "data":
+                    data.append(value)
+                elif key in ("event", "id"):
+                    event[key] = value
+            if event.get("event") in ("status", "item", "done"):
+                event["data"] = json.loads("\n".join(data))
+            if event:
+                yield event
+
+
+def test_an_sse_client_of_the_web_process_hears_a_worker_process_live_and_resumes(alice, celery_env):
+    """A real web process (uvicorn, its own settings with REDIS_URL) and a Celery worker process: an SSE client
+    connected before the worker starts receives the worker's ``item`` events live and in order (they can only
+    reach the web process through Redis), then reconnects with Last-Event-ID and gets what followed."""
+    import requests
+    from rest_framework.authtoken.models import Token
 
     dataset = _job_over(alice, 6)
-    bus = redis.Redis.from_url(BROKER).pubsub()
-    bus.subscribe("events_channel")
-    celery_env("w1", extra_env={"REDIS_URL": BROKER})
-    job = job_create(dataset=dataset, owner=alice)
-    channel = f"job-{job.id.hex}"
-    published = []
-
-    def heard_done():
-        while (message := bus.get_message(timeout=1.0)) is not None:
-            if message["type"] == "message":
-                data = json.loads(message["data"])
-                if data["channel"] == channel:
-                    published.append(data)
-        return any(entry["event_type"] == "done" for entry in published)
-
-    wait_until(heard_done, timeout=WORKER_SECONDS, interval=0.2)
-    bus.close()
-    kinds = [entry["event_type"] for entry in published]
-    assert kinds.count("item") == 6 and kinds[-1] == "done"
-    ids = [int(entry["pub_id"]) for entry in published]
-    assert ids == sorted(ids)  # in the order they were committed
-    indexes = sorted(
-        json.loads(entry["data"])["index"] for entry in published if entry["event_type"] == "item"
+    token = Token.objects.create(user=alice)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "samsite.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**celery_env.env, "REDIS_URL": BROKER, "SAM_PRELOAD": "false"},
+        cwd=django_settings.BASE_DIR,
     )
-    assert indexes == list(range(6))
+    try:
 
-    # Resume from the third item event: the stored events after it, in order (what a stream replays from
-    # ``lastEventId``; the REST stream's resume is tested in test_asgi).
-    third = [entry for entry in published if entry["event_type"] == "item"][2]
-    from datasets.jobs.relay import stored_events_after
+        def web_answers():
+            try:
+                return requests.get(f"{base}/health", timeout=60).status_code == 200
+            except requests.RequestException:  # not listening yet
+                return web.poll() is not None  # it exited: fail below, not by waiting
 
-    rest = stored_events_after(channel, int(third["pub_id"]))
-    assert [event.type for event in rest] == kinds[kinds.index("item") + 3 :]
-    assert [event.id for event in rest] == ids[ids.index(int(third["pub_id"])) + 1 :]
+        wait_until(web_answers, timeout=WORKER_SECONDS, interval=0.2)
+        assert web.poll() is None
+        job = job_create(dataset=dataset, owner=alice)  # queued: no worker runs yet
+        url = f"{base}/api/jobs/{job.id.hex}/events/"
+        headers = {"Authorization": f"Token {token.key}", "Accept": "text/event-stream"}
+        with requests.get(url, headers=headers, stream=True, timeout=(10, WORKER_SECONDS)) as stream:
+            assert stream.status_code == 200
+            events = _sse_events(stream)
+            assert next(e for e in events if e.get("event") == "stream-open")
+            celery_env("w1", extra_env={"REDIS_URL": BROKER})
+            heard = []
+            for event in events:
+                if event.get("event") in ("status", "item", "done"):
+                    heard.append(event)
+                    if event["event"] == "done":
+                        break
+        kinds = [event["event"] for event in heard]
+        assert kinds.count("item") == 6 and kinds[-1] == "done"
+        items = [event for event in heard if event["event"] == "item"]
+        assert [event["data"]["index"] for event in items] == list(range(6))  # in the order committed
+        assert GenerationJob.objects.get(pk=job.pk).status == "succeeded"
+
+        # Reconnect after the third item event: the stream resumes right after it.
+        third = items[2]
+        resumed = []
+        with requests.get(
+            url, headers={**headers, "Last-Event-ID": third["id"]}, stream=True, timeout=(10, WORKER_SECONDS)
+        ) as stream:
+            assert stream.status_code == 200
+            for event in _sse_events(stream):
+                if event.get("event") in ("status", "item", "done"):
+                    resumed.append(event)
+                    if event["event"] == "done":
+                        break
+        after = heard[heard.index(third) + 1 :]
+        assert [(e["event"], e["id"]) for e in resumed] == [(e["event"], e["id"]) for e in after]
+    finally:
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(20)
+        except subprocess.TimeoutExpired:
+            web.kill()
 
 
 @pytest.mark.django_db
