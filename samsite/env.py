@@ -116,3 +116,23 @@ def parse_database_url(url: str) -> dict:
     raise ImproperlyConfigured(
         f"DATABASE_URL scheme {scheme!r} is not supported (use postgres:// or sqlite:///)"
     )
+
+
+def redis_connection_kwargs(url: str) -> dict:
+    """``redis://[user:pass@]host:port/db`` (or ``rediss://``) as ``redis.Redis(**kwargs)`` keywords (what
+    ``EVENTSTREAM_REDIS`` takes)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured(f"{url!r} is not a redis:// URL")
+    kwargs: dict = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 6379,
+        "db": int((parts.path or "/0").lstrip("/") or 0),
+    }
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    if parts.scheme == "rediss":
+        kwargs["ssl"] = True
+    return kwargs

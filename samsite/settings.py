@@ -14,7 +14,16 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from samsite.env import env_bool, env_choice, env_float, env_int, env_list, env_str, parse_database_url
+from samsite.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+    redis_connection_kwargs,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var")
@@ -219,16 +228,19 @@ EVENTSTREAM_CHANNELMANAGER_CLASS = "datasets.jobs.events.JobChannelManager"
 #: Open live event streams (API and pages together) a user may hold at once; a crashed process's count expires.
 SSE_MAX_CONNECTIONS_PER_USER = env_int("SSE_MAX_CONNECTIONS_PER_USER", 20, minimum=1)
 SSE_SLOT_TTL_SECONDS = env_int("SSE_SLOT_TTL_SECONDS", 6 * 3600, minimum=60)
-if REDIS_URL:
-    # Workers in other processes (Celery) publish through Redis so every web process's listeners hear them.
-    from urllib.parse import urlsplit as _urlsplit
-
-    _redis = _urlsplit(REDIS_URL)
-    EVENTSTREAM_REDIS = {
-        "host": _redis.hostname or "127.0.0.1",
-        "port": _redis.port or 6379,
-        "db": int((_redis.path or "/0").lstrip("/") or 0),
-    }
+# Workers in other processes (Celery) publish through Redis so every web process's listeners hear them:
+# REDIS_URL, else, with the Celery runner, its broker (Redis). Without it a browser would never see a
+# worker's events live, so JOB_RUNNER=celery with a non-Redis broker and no REDIS_URL is refused.
+_EVENTS_REDIS_URL = REDIS_URL
+if JOB_RUNNER == "celery" and not _EVENTS_REDIS_URL:
+    if not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        raise ImproperlyConfigured(
+            "JOB_RUNNER=celery needs Redis for live events across processes: set REDIS_URL "
+            "(CELERY_BROKER_URL is not a redis:// URL, so it cannot be used instead)"
+        )
+    _EVENTS_REDIS_URL = CELERY_BROKER_URL
+if _EVENTS_REDIS_URL:
+    EVENTSTREAM_REDIS = redis_connection_kwargs(_EVENTS_REDIS_URL)
 
 # --- Caches (throttle counters must be shared by every process: database, or Redis when configured) ----
 if REDIS_URL:

@@ -34,7 +34,6 @@ from zipstream import ZIP_STORED, ZipStream
 from datasets.models import STACK_TEMPLATE_KEY, ComposeMode, GenerationJob, ItemStatus, Variant
 from datasets.services.names import header_filename, name_slug, safe_name_part, unique_entry_name
 from imaging.codecs import FORMAT_CONTENT_TYPES, FORMAT_EXTENSIONS
-from imaging.pipeline import template_applies
 
 CHUNK_SIZE = 64 * 1024
 
@@ -141,7 +140,6 @@ def job_zip(job: GenerationJob) -> ZipStream:
     """The job's archive, ready to stream. Reads every row and file size now (the stream touches no DB)."""
     ext = FORMAT_EXTENSIONS[job.output_format]
     variants = list(job.variants.select_related("image").order_by("image__position", "template_key"))
-    snapshot = job.templates_snapshot or []
     taken: set[str] = {"manifest.json"}
     entries: list[ZipEntry] = []
     mask_entries: list[ZipEntry] = []
@@ -156,7 +154,7 @@ def job_zip(job: GenerationJob) -> ZipStream:
             "file": arcname,
             "image": variant.image.filename,
             "image_id": variant.image_id.hex,
-            "template_ids": _template_ids(variant, snapshot),
+            "template_ids": list(variant.template_ids),
             "template_names": list(variant.template_names),
             "score": round(float(variant.score), 6),
             "area": variant.area,
@@ -183,17 +181,6 @@ def job_zip(job: GenerationJob) -> ZipStream:
         archive.add(file_chunks(entry.storage_name), entry.arcname, size=entry.size)
     archive.add(json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"), "manifest.json")
     return archive
-
-
-def _template_ids(variant: Variant, snapshot: list[dict]) -> list[str]:
-    if variant.template_key != STACK_TEMPLATE_KEY:
-        return [variant.template_key]
-    names = set(variant.template_names)
-    return [
-        t["template_id"]
-        for t in snapshot
-        if t.get("name") in names and template_applies(t.get("image_class", ""), variant.image.image_class)
-    ]
 
 
 def job_manifest(job: GenerationJob, variants: list[dict]) -> dict:

@@ -174,7 +174,7 @@ def send_job_event(job, event_type: str, payload: Mapping) -> None:
     (a transactional outbox): the change and its event commit together or not at all, so a runner killed
     right after a commit can never leave an item without its ``item`` event, and a rolled-back change never
     reaches a client. Listeners (this process's, or every process's through Redis) and the
-    ``signals.job_event`` receivers (the page's HTML fragments) are notified once the transaction commits.
+    ``signals.job_event`` receivers (the CLI's progress bar) are notified once the transaction commits.
     Outside a transaction both happen at once. Delivery failures are logged, never raised into the job.
     """
     data = dict(payload)

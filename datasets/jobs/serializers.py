@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_type_hints
+
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from datasets.jobs.events import job_counters, job_first_event_id, job_last_event_id
+from datasets.jobs.events import Counters, job_counters, job_first_event_id, job_last_event_id
 from datasets.jobs.services import job_queue_position
 from datasets.models import ComposeMode, GenerationJob, ItemStatus, JobItem, OutputFormat, Variant
 from samsite.common.fields import ErrorSerializer
@@ -46,15 +48,21 @@ class TooManyStreamsSerializer(ErrorSerializer):
     )
 
 
-class JobCountersSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    processed = serializers.IntegerField()
-    succeeded = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    skipped = serializers.IntegerField()
-    variants = serializers.IntegerField()
-    encoder_calls = serializers.IntegerField()
-    cache_hits = serializers.IntegerField()
+def _counter_fields() -> dict[str, serializers.Field]:
+    """One integer field per key of the event contract's ``Counters`` (the API and the events cannot drift)."""
+    fields = {}
+    for name, kind in get_type_hints(Counters).items():
+        if kind is not int:
+            raise TypeError(f"Counters.{name} is {kind!r}; JobCountersSerializer only maps int counters")
+        fields[name] = serializers.IntegerField()
+    return fields
+
+
+JobCountersSerializer = type(
+    "JobCountersSerializer",
+    (serializers.Serializer,),
+    {"__module__": __name__, "__doc__": "The job's counters (``events.Counters``).", **_counter_fields()},
+)
 
 
 class JobUrlsSerializer(serializers.Serializer):
@@ -204,6 +212,11 @@ class VariantSerializer(serializers.ModelSerializer):
     image_id = serializers.UUIDField(format="hex", read_only=True)
     image_filename = serializers.CharField(source="image.filename", read_only=True)
     template_id = serializers.UUIDField(format="hex", read_only=True, allow_null=True)
+    template_ids = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Hex ids of the templates applied, in order (one for compose=each, all that applied for stack).",
+    )
     flags = serializers.JSONField(
         read_only=True, help_text="Quality flags: [{code, template_id, label, detail}]; empty = fine."
     )
@@ -219,6 +232,7 @@ class VariantSerializer(serializers.ModelSerializer):
             "image_filename",
             "template_key",
             "template_id",
+            "template_ids",
             "template_names",
             "score",
             "area",

@@ -39,7 +39,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from datasets.jobs.events import (
@@ -226,7 +226,9 @@ def _check_owner_limits(owner: AbstractBaseUser, *, new_items: int, exclude_job=
 def job_cancel(*, job: GenerationJob) -> GenerationJob:
     """Cancel a job. A queued one ends at once (queued -> canceled). A running one stops within one image on
     every worker: they see ``cancel_requested``, release the items they have not started, and the last of them
-    to finish its current image moves the job running -> canceled (variants made so far are kept).
+    to finish its current image moves the job running -> canceled (variants made so far are kept). Items whose
+    lease expired (their worker died, on any host) are not waited for: they go back to pending at once, or
+    when their lease expires (``jobs_end_expired_cancels``, run by every worker loop).
 
     Raises ServiceError ``job_not_cancelable`` (409) when the job already ended.
     """
@@ -537,7 +539,15 @@ def _complete_locked(job: GenerationJob) -> bool:
     if job.status not in ACTIVE:
         return False
     items = JobItem.objects.filter(job=job)
+    now = timezone.now()
     if job.cancel_requested:
+        # An item whose lease expired is not being run by anyone (its worker died, on any host, or under
+        # Celery): it goes back to pending, as the items a worker releases on a cancel do, so a retry resumes it.
+        expired = items.filter(status=ItemStatus.RUNNING, lease_expires_at__lt=now).update(
+            status=ItemStatus.PENDING, worker="", lease_expires_at=None, updated=now
+        )
+        if expired:
+            logger.warning("released %d items of canceled job %s whose leases expired", expired, job.pk)
         if items.filter(status=ItemStatus.RUNNING).exists():
             return False
         status = JobStatus.CANCELED
@@ -545,7 +555,6 @@ def _complete_locked(job: GenerationJob) -> bool:
         if items.exclude(status__in=JobItem.DONE).exists():
             return False
         status = JobStatus.SUCCEEDED
-    now = timezone.now()
     GenerationJob.objects.filter(pk=job.pk).update(
         status=status, finished_at=now, heartbeat=now, started_at=job.started_at or now, updated=now
     )
@@ -557,8 +566,10 @@ def _complete_locked(job: GenerationJob) -> bool:
 
 def leases_release_orphaned(*, host: str | None = None) -> list:
     """Release at once the items leased by workers of this host that are gone (their process died, or it is a
-    new process with the same PID), instead of waiting for their leases to expire. Returns the affected jobs'
-    ids. Workers elsewhere are recovered by lease expiry alone."""
+    new process with the same PID), instead of waiting for their leases to expire; and end the canceled jobs
+    that only expired leases (of workers on any host) keep running. Returns the affected jobs' ids. Workers
+    elsewhere are otherwise recovered by lease expiry alone (their items become claimable)."""
+    ended = jobs_end_expired_cancels()
     host = host or socket.gethostname()
     running = JobItem.objects.filter(status=ItemStatus.RUNNING, worker__startswith=f"{host}:")
     dead = {
@@ -567,7 +578,7 @@ def leases_release_orphaned(*, host: str | None = None) -> list:
         if _worker_is_dead(worker)
     }
     if not dead:
-        return []
+        return ended
     job_ids = list(running.filter(worker__in=dead).order_by().values_list("job_id", flat=True).distinct())
     for job_id in job_ids:
         with transaction.atomic():
@@ -579,7 +590,32 @@ def leases_release_orphaned(*, host: str | None = None) -> list:
                 logger.warning("released %d items of job %s left by dead workers", count, job_id)
             if locked is not None:
                 _complete_locked(locked)
-    return job_ids
+    return ended + [job_id for job_id in job_ids if job_id not in ended]
+
+
+def jobs_end_expired_cancels() -> list:
+    """End the jobs whose cancel was requested and whose items still marked running all have expired leases
+    (their workers died after the cancel, on any host): those items go back to pending and the job ends
+    running -> canceled, ``done`` sent once (``_complete_locked``). Returns the ended jobs' ids."""
+    now = timezone.now()
+    candidates = (
+        GenerationJob.objects.filter(status__in=ACTIVE, cancel_requested=True)
+        .filter(
+            Exists(
+                JobItem.objects.filter(
+                    job=OuterRef("pk"), status=ItemStatus.RUNNING, lease_expires_at__lt=now
+                )
+            )
+        )
+        .values_list("pk", flat=True)
+    )
+    ended = []
+    for job_id in list(candidates):
+        with transaction.atomic():
+            locked = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
+            if locked is not None and _complete_locked(locked):
+                ended.append(job_id)
+    return ended
 
 
 def _worker_is_dead(worker: str) -> bool:
@@ -620,6 +656,36 @@ def _enqueue_on_commit(job: GenerationJob) -> None:
 
     job_id = job.id
     transaction.on_commit(lambda: runners.enqueue(job_id))
+
+
+@dataclass(frozen=True)
+class WorkOutlook:
+    """What is left for the workers: how many chunks could be claimed now, and when the first lease held on an
+    active job's items expires (the earliest moment more may become claimable; None when none is held)."""
+
+    claimable_chunks: int
+    next_lease_expiry: object = None
+
+    @property
+    def idle(self) -> bool:
+        return self.claimable_chunks == 0 and self.next_lease_expiry is None
+
+
+def work_outlook(*, size: int | None = None) -> WorkOutlook:
+    """The ``WorkOutlook`` of all active jobs (chunks of ``size``, default ``JOB_CHUNK_SIZE``)."""
+    size = size or settings.JOB_CHUNK_SIZE
+    per_job = (
+        JobItem.objects.filter(
+            _claimable(timezone.now()), job__status__in=ACTIVE, job__cancel_requested=False
+        )
+        .order_by()
+        .values("job_id")
+        .annotate(count=Count("pk"))
+        .values_list("count", flat=True)
+    )
+    return WorkOutlook(
+        claimable_chunks=sum(-(-count // size) for count in per_job), next_lease_expiry=next_lease_expiry()
+    )
 
 
 def next_lease_expiry():

@@ -1,9 +1,10 @@
-"""Django signals of the datasets app.
+"""Django signals of the job subsystem (``datasets.jobs``).
 
-``job_event`` fires after commit, right after a job event went out on the job's SSE channel, with the same
-``event_type`` and JSON ``payload``. The web UI listens to it to send HTML fragments on the same channel
-(``send_event(job_channel(job.id), "<name>", html, json_encode=False)``), so pages and API clients share one
-stream and one ``lastEventId`` sequence. Receivers run in the job runner's thread: keep them quick.
+``job_event`` fires after commit, in the process that committed the change (the web process's runner thread, a
+Celery worker, ``samworker``), right after the job event was stored and sent on the job's SSE channel, with
+the same ``event_type`` and JSON ``payload``. Workers render no HTML: pages render their fragments from the
+JSON events in the web process, so receivers must not assume they run there. Receivers run in the worker's
+thread: keep them quick (the ``generate`` command's progress bar and the tests' event log listen to it).
 """
 
 from __future__ import annotations

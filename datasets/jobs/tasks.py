@@ -1,33 +1,37 @@
-"""Celery tasks of the scale-out runner: each processes one chunk of work handed out by the fair scheduler."""
+"""Celery tasks of the scale-out runner: each processes one chunk of work handed out by the fair scheduler.
+
+Tasks keep themselves going: after its chunk every task looks at what is left (``work_outlook``) and sends the
+follow-ups it needs (``celery_runner.follow_ups_send``), so ``celery -A samsite worker`` alone finishes every
+job, including the items of a worker that died (SIGKILL, machine lost) as soon as their lease expires, without
+waiting for the broker to give its unacknowledged message back (``CELERY_VISIBILITY_TIMEOUT``).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 
 from celery import shared_task
 from django.db import close_old_connections
-from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="samgen.process_chunk", acks_late=True, max_retries=None, ignore_result=True)
-def process_chunk(self) -> bool:
-    """Claim and process one chunk (any user's: the scheduler is fair, not the task). When nothing is claimable
-    but items are still leased to other workers, check back when the first lease expires: that is how the work
-    of a worker that died is finished by another one."""
+@shared_task(name="samgen.process_chunk", acks_late=True, ignore_result=True)
+def process_chunk(follow_up: bool = False) -> bool:
+    """Claim and process one chunk (any user's: the scheduler is fair, not the task), then send the follow-up
+    tasks the remaining work needs. ``follow_up`` marks the one task scheduled for the first lease expiry."""
+    from datasets.jobs.celery_runner import follow_up_started, follow_ups_send
     from datasets.jobs.runners import work_safely
-    from datasets.jobs.services import next_lease_expiry
+    from datasets.jobs.services import leases_release_orphaned, work_outlook
 
+    if follow_up:
+        follow_up_started()
     close_old_connections()
     try:
-        if work_safely():
-            return True
-        expiry = next_lease_expiry()
+        leases_release_orphaned()
+        worked = work_safely()
+        outlook = work_outlook()
     finally:
         close_old_connections()
-    if expiry is not None:
-        countdown = max(1, math.ceil((expiry - timezone.now()).total_seconds()) + 1)
-        raise self.retry(countdown=countdown)
-    return False
+    follow_ups_send(outlook)
+    return worked

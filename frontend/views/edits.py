@@ -58,9 +58,19 @@ def dataset_generate(request, dataset_id):
                 source="ui",
             )
         except ServiceError as exc:
+            if exc.status == 429:
+                # The per-user limits: 429, as on the REST and seed APIs; the page comes back as it was, the
+                # reason next to the Generate button (the form is a plain POST, so the browser shows this page).
+                return _generate_page(
+                    request, dataset, templates, error=f"Could not start the job: {exc.message}", status=429
+                )
             messages.error(request, f"Could not start the job: {exc.message}")
             return redirect("ui-generate", dataset_id=dataset.public_id)
         return redirect("ui-job", job_id=job.public_id)
+    return _generate_page(request, dataset, templates)
+
+
+def _generate_page(request, dataset, templates, *, error: str = "", status: int = 200) -> HttpResponse:
     images = list(image_list_for_dataset(dataset=dataset))
     preview_image = None
     if request.GET.get("image"):
@@ -83,9 +93,10 @@ def dataset_generate(request, dataset_id):
             "compose": initial["compose"],
             "counts": presenters.variant_counts(images, templates),
             "jobs": list(job_list_for_user(user=request.user, dataset=dataset)[:10]),
+            "generate_error": error,
         }
     )
-    return render(request, "frontend/generate.html", context)
+    return render(request, "frontend/generate.html", context, status=status)
 
 
 @login_required

@@ -298,3 +298,12 @@ def test_the_jobs_part_of_the_openapi_schema_is_valid_without_warnings():
     assert not GENERATOR_STATS, (dict(GENERATOR_STATS._warn_cache), dict(GENERATOR_STATS._error_cache))
     assert "/api/jobs/{job_id}/events/" in schema["paths"]
     assert "application/zip" in str(schema["paths"]["/api/jobs/{job_id}/download/"])
+
+
+def test_the_counters_of_the_api_are_the_event_contracts():
+    from typing import get_type_hints
+
+    from datasets.jobs.events import Counters
+    from datasets.jobs.serializers import JobCountersSerializer
+
+    assert list(JobCountersSerializer().fields) == list(get_type_hints(Counters))

@@ -7,8 +7,10 @@ database of its own) and the test database, with the tiny SAM checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -74,6 +76,7 @@ def celery_env(settings, use_tiny_sam, tmp_path):
     workers: list[subprocess.Popen] = []
 
     def start(name: str, *, lease_seconds: int = 60, extra_env: dict | None = None) -> subprocess.Popen:
+        name = f"{name}-{queue}"  # unique on this broker: ``ready`` pings exactly these workers
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -95,9 +98,26 @@ def celery_env(settings, use_tiny_sam, tmp_path):
             env={**env, "JOB_LEASE_SECONDS": str(lease_seconds), **(extra_env or {})},
             cwd=django_settings.BASE_DIR,
         )
+        process.node_name = f"{name}@{socket.gethostname()}"
         workers.append(process)
         return process
 
+    def ready(*processes: subprocess.Popen) -> None:
+        """Wait until every one of ``processes`` answers a ping and the queue is empty (their start-up sweep
+        tasks are done), so what follows is the only work they get."""
+        names = {process.node_name for process in processes}
+
+        def answering():
+            replies = app.control.ping(destination=sorted(names), timeout=1.0)
+            return {name for reply in replies for name in reply} >= names
+
+        wait_until(answering, timeout=WORKER_SECONDS, interval=0.2)
+        wait_until(
+            lambda: redis.Redis.from_url(BROKER).llen(queue) == 0, timeout=WORKER_SECONDS, interval=0.2
+        )
+
+    start.ready = ready
+    start.env = env
     yield start
     for process in workers:
         if process.poll() is None:
@@ -142,63 +162,186 @@ def test_two_celery_workers_process_one_job_together_exactly_once(alice, celery_
 
 
 def test_a_sigkilled_worker_loses_only_its_lease(alice, celery_env):
+    """Both workers run before the job exists; one is SIGKILLed while it holds a live lease. The other, without
+    any restart, finishes the job: the killed worker's message would only come back after the broker's
+    visibility timeout (hours), so the surviving worker's own tasks must pick up the freed items."""
     dataset = _job_over(alice, 16)
     victim = celery_env("victim", lease_seconds=15)
+    survivor = celery_env("survivor", lease_seconds=15)
+    celery_env.ready(victim, survivor)
     job = job_create(dataset=dataset, owner=alice)
-    # The victim holds a chunk and has committed at least one image: kill it mid-job.
-    wait_until(
-        lambda: GenerationJob.objects.get(pk=job.pk).succeeded_items >= 1,
-        timeout=WORKER_SECONDS,
-        interval=0.2,
-    )
-    held = list(JobItem.objects.filter(job=job, status="running").values_list("worker", flat=True).distinct())
+    victims = JobItem.objects.filter(job=job, worker__contains=f":{victim.pid}:")
+
+    def victim_holds_a_live_lease_mid_job():
+        from django.utils import timezone
+
+        if GenerationJob.objects.get(pk=job.pk).succeeded_items < 1:
+            return []
+        return list(
+            victims.filter(status="running", lease_expires_at__gt=timezone.now()).values_list("pk", flat=True)
+        )
+
+    held = wait_until(victim_holds_a_live_lease_mid_job, timeout=WORKER_SECONDS, interval=0.05)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert not GenerationJob.objects.get(pk=job.pk).is_terminal
-    celery_env("rescuer", lease_seconds=15)
     wait_until(lambda: GenerationJob.objects.get(pk=job.pk).is_terminal, timeout=WORKER_SECONDS, interval=0.2)
+    assert survivor.poll() is None  # no worker was restarted: the survivor did it
     _assert_exactly_once(job, 16)
-    if held:  # the victim's in-flight items were redone by the rescuer after the lease expired
-        assert job.items.filter(attempts__gte=2).exists()
+    # The items the victim held when it died were redone by the survivor.
+    redone = JobItem.objects.filter(pk__in=held)
+    assert all(item.attempts >= 2 and f":{survivor.pid}:" in item.worker for item in redone)
+    assert JobItem.objects.filter(job=job, worker__contains=f":{survivor.pid}:").count() >= len(held)
 
 
-def test_events_of_a_worker_process_cross_to_the_web_process_in_order_and_resume(alice, celery_env):
-    """The worker publishes every stored event on Redis (EVENTSTREAM_REDIS), which is how each web process's
-    listeners hear it live; the stored events are the truth a client resumes from with ``lastEventId``."""
-    import json
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _sse_events(response):
+    """The ``{"event", "id", "data"}`` of a ``text/event-stream`` response, as they arrive."""
+    buffer = ""
+    for chunk in response.iter_content(chunk_size=None, decode_unicode=True):
+        buffer += chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            event: dict = {}
+            data = []
+            for line in block.split("\n"):
+                key, _, value = line.partition(": ")
+                if key == "data":
+                    data.append(value)
+                elif key in ("event", "id"):
+                    event[key] = value
+            if event.get("event") in ("status", "item", "done"):
+                event["data"] = json.loads("\n".join(data))
+            if event:
+                yield event
+
+
+def test_an_sse_client_of_the_web_process_hears_a_worker_process_live_and_resumes(alice, celery_env):
+    """A real web process (uvicorn, its own settings with REDIS_URL) and a Celery worker process: an SSE client
+    connected before the worker starts receives the worker's ``item`` events live and in order (they can only
+    reach the web process through Redis), then reconnects with Last-Event-ID and gets what followed."""
+    import requests
+    from rest_framework.authtoken.models import Token
 
     dataset = _job_over(alice, 6)
-    bus = redis.Redis.from_url(BROKER).pubsub()
-    bus.subscribe("events_channel")
-    celery_env("w1", extra_env={"REDIS_URL": BROKER})
-    job = job_create(dataset=dataset, owner=alice)
-    channel = f"job-{job.id.hex}"
-    published = []
-
-    def heard_done():
-        while (message := bus.get_message(timeout=1.0)) is not None:
-            if message["type"] == "message":
-                data = json.loads(message["data"])
-                if data["channel"] == channel:
-                    published.append(data)
-        return any(entry["event_type"] == "done" for entry in published)
-
-    wait_until(heard_done, timeout=WORKER_SECONDS, interval=0.2)
-    bus.close()
-    kinds = [entry["event_type"] for entry in published]
-    assert kinds.count("item") == 6 and kinds[-1] == "done"
-    ids = [int(entry["pub_id"]) for entry in published]
-    assert ids == sorted(ids)  # in the order they were committed
-    indexes = sorted(
-        json.loads(entry["data"])["index"] for entry in published if entry["event_type"] == "item"
+    token = Token.objects.create(user=alice)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "samsite.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**celery_env.env, "REDIS_URL": BROKER, "SAM_PRELOAD": "false"},
+        cwd=django_settings.BASE_DIR,
     )
-    assert indexes == list(range(6))
+    try:
 
-    # Resume from the third item event: the stored events after it, in order (what a stream replays from
-    # ``lastEventId``; the REST stream's resume is tested in test_asgi).
-    third = [entry for entry in published if entry["event_type"] == "item"][2]
-    from datasets.jobs.relay import stored_events_after
+        def web_answers():
+            try:
+                return requests.get(f"{base}/health", timeout=60).status_code == 200
+            except requests.RequestException:  # not listening yet
+                return web.poll() is not None  # it exited: fail below, not by waiting
 
-    rest = stored_events_after(channel, int(third["pub_id"]))
-    assert [event.type for event in rest] == kinds[kinds.index("item") + 3 :]
-    assert [event.id for event in rest] == ids[ids.index(int(third["pub_id"])) + 1 :]
+        wait_until(web_answers, timeout=WORKER_SECONDS, interval=0.2)
+        assert web.poll() is None
+        job = job_create(dataset=dataset, owner=alice)  # queued: no worker runs yet
+        url = f"{base}/api/jobs/{job.id.hex}/events/"
+        headers = {"Authorization": f"Token {token.key}", "Accept": "text/event-stream"}
+        with requests.get(url, headers=headers, stream=True, timeout=(10, WORKER_SECONDS)) as stream:
+            assert stream.status_code == 200
+            events = _sse_events(stream)
+            assert next(e for e in events if e.get("event") == "stream-open")
+            celery_env("w1", extra_env={"REDIS_URL": BROKER})
+            heard = []
+            for event in events:
+                if event.get("event") in ("status", "item", "done"):
+                    heard.append(event)
+                    if event["event"] == "done":
+                        break
+        kinds = [event["event"] for event in heard]
+        assert kinds.count("item") == 6 and kinds[-1] == "done"
+        items = [event for event in heard if event["event"] == "item"]
+        assert [event["data"]["index"] for event in items] == list(range(6))  # in the order committed
+        assert GenerationJob.objects.get(pk=job.pk).status == "succeeded"
+
+        # Reconnect after the third item event: the stream resumes right after it.
+        third = items[2]
+        resumed = []
+        with requests.get(
+            url, headers={**headers, "Last-Event-ID": third["id"]}, stream=True, timeout=(10, WORKER_SECONDS)
+        ) as stream:
+            assert stream.status_code == 200
+            for event in _sse_events(stream):
+                if event.get("event") in ("status", "item", "done"):
+                    resumed.append(event)
+                    if event["event"] == "done":
+                        break
+        after = heard[heard.index(third) + 1 :]
+        assert [(e["event"], e["id"]) for e in resumed] == [(e["event"], e["id"]) for e in after]
+    finally:
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(20)
+        except subprocess.TimeoutExpired:
+            web.kill()
+
+
+@pytest.mark.django_db
+def test_follow_ups_cover_only_uncovered_chunks_and_one_lease_expiry_check(
+    alice, held_jobs, monkeypatch, settings
+):
+    """What keeps ``celery -A samsite worker`` alone finishing every job, without fan-out: after its chunk a task
+    sends one task per claimable chunk the queue does not cover, and, when only leased work is left, one task
+    for the first lease expiry however many workers go idle at once (a Redis key), again once that one ran."""
+    from unittest import mock
+
+    from datasets.jobs import celery_runner
+    from datasets.jobs.services import items_claim, work_outlook
+    from datasets.jobs.tasks import process_chunk
+    from samsite.celery import app
+
+    if not _redis_available():
+        pytest.fail("Redis at 127.0.0.1:6379 is required for the Celery tests (.ci/run starts it)")
+    monkeypatch.setattr(app.conf, "broker_url", BROKER)
+    monkeypatch.setattr(celery_runner, "FOLLOW_UP_KEY", f"samgen-test:lease-check:{uuid.uuid4().hex}")
+    settings.JOB_CHUNK_SIZE = 2
+    job = job_create(dataset=_job_over(alice, 5), owner=alice)
+    sent = mock.patch.object(process_chunk, "delay")
+    scheduled = mock.patch.object(process_chunk, "apply_async")
+    with (
+        sent as delay,
+        scheduled as apply_async,
+        mock.patch.object(celery_runner, "queued_tasks", return_value=1),
+    ):
+        assert work_outlook().claimable_chunks == 3
+        assert celery_runner.follow_ups_send(work_outlook()) == 2  # one chunk is covered by the queued task
+        assert delay.call_count == 2 and apply_async.call_count == 0
+    for _ in range(3):
+        items_claim(worker="elsewhere:1:abcd:T", job_id=job.id)
+    outlook = work_outlook()
+    assert outlook.claimable_chunks == 0 and outlook.next_lease_expiry is not None
+    with sent as delay, scheduled as apply_async:
+        assert [celery_runner.follow_ups_send(work_outlook()) for _ in range(3)] == [1, 0, 0]
+        assert delay.call_count == 0
+        assert apply_async.call_args.kwargs["kwargs"] == {"follow_up": True}
+        assert 1 <= apply_async.call_args.kwargs["countdown"] <= settings.JOB_LEASE_SECONDS + 1
+        celery_runner.follow_up_started()  # the check runs: the next one may be scheduled
+        assert celery_runner.follow_ups_send(work_outlook()) == 1
+    redis.Redis.from_url(BROKER).delete(celery_runner.FOLLOW_UP_KEY)
+    JobItem.objects.filter(job=job).update(status="succeeded")
+    GenerationJob.objects.filter(pk=job.pk).update(status="succeeded")
+    assert work_outlook().idle and celery_runner.follow_ups_send(work_outlook()) == 0

@@ -134,10 +134,14 @@ def test_the_per_user_job_limit_is_a_clear_message_in_the_ui(alice, alice_client
     response = alice_client.post(
         reverse("ui-generate", args=[dataset.public_id]),
         {"compose": "stack", "output_format": "png"},
-        follow=True,
     )
+    assert response.status_code == 429  # as on the REST and seed APIs: no redirect
     assert GenerationJob.objects.filter(owner=alice).count() == 1
-    assert "already have 1 jobs queued or running" in response.content.decode()
+    page = response.content.decode()
+    # The generate page again, the reason next to its Generate button.
+    assert 'id="generate-button"' in page
+    error = page[page.index('id="generate-error"') :]
+    assert "already have 1 jobs queued or running" in error[: error.index("</p>")]
 
 
 @pytest.mark.django_db
@@ -152,9 +156,15 @@ def test_the_job_api_shows_the_queue_position_while_a_job_waits(alice, alice_api
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_lease_migration_keeps_jobs_items_variants_and_files(settings):
-    """Migrate back to before item leases, fill the old schema, migrate forward: nothing is lost and every
-    variant gets its template ids (from its key, or from the job's snapshot for stacked variants)."""
+def test_the_lease_migration_keeps_jobs_items_variants_and_files(settings, client):
+    """Migrate back to before item leases, fill the old schema, migrate forward: nothing is lost, every
+    variant gets its template ids (from its key, or from the job's snapshot for stacked variants), the stored
+    files are still there and the history pages still show the job."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    stored = {name: default_storage.save(name, ContentFile(name.encode())) for name in _OLD_FILES}
+    assert list(stored.values()) == list(_OLD_FILES)
     executor = MigrationExecutor(connection)
     old = [("datasets", "0002_initial"), ("templates_app", "0001_initial")]
     executor.migrate(old)
@@ -207,6 +217,24 @@ def test_the_lease_migration_keeps_jobs_items_variants_and_files(settings):
     assert variants["stack"].template_ids == ["a" * 32, "b" * 32]
     assert variants["stack"].file.name == "variants/j/s.png"
     assert variants["b" * 32].template_ids == ["b" * 32]
+    for variant in variants.values():
+        assert default_storage.exists(variant.file.name)
+        with default_storage.open(variant.file.name) as handle:
+            assert handle.read() == variant.file.name.encode()
+    assert default_storage.exists(migrated.dataset.images.get().file.name)
+
+    # The history pages (the job list of the dataset, the job page) and the API still show the job.
+    client.force_login(migrated.owner)
+    listing = client.get(reverse("ui-jobs", args=[migrated.dataset.public_id]))
+    assert listing.status_code == 200 and migrated.public_id in listing.content.decode()
+    page = client.get(reverse("ui-job", args=[migrated.public_id]))
+    assert page.status_code == 200 and "Cap" in page.content.decode()
+    api = client.get(reverse("api-job-list")).json()
+    assert [job["id"] for job in api["results"]] == [migrated.id.hex]
+    assert api["results"][0]["counters"]["variants"] == 2
+
+
+_OLD_FILES = ("datasets/x/a.png", "variants/j/s.png", "variants/j/b.png")
 
 
 @pytest.mark.django_db

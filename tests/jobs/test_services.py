@@ -211,3 +211,70 @@ def test_prune_deletes_only_old_ended_jobs(alice, photo_dataset, run_jobs, held_
     with run_jobs():
         call_command("prune", "--days", "30")
     assert set(GenerationJob.objects.values_list("pk", flat=True)) == {recent.pk, running.pk}
+
+
+ELSEWHERE = (
+    "another-host:4242:beef:MainThread"  # a worker on another machine: only its lease says it is alive
+)
+
+
+def _expire_leases(job) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job.items.filter(status=ItemStatus.RUNNING).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_cancelling_a_job_whose_worker_died_ends_it_and_frees_the_owners_slot(
+    alice, photo_dataset, held_jobs, run_jobs, event_log, settings
+):
+    settings.JOB_CHUNK_SIZE = 2
+    settings.MAX_ACTIVE_JOBS_PER_USER = 1
+    add_templates(photo_dataset, 1)
+    with run_jobs():
+        job = job_create(dataset=photo_dataset, owner=alice)
+        claim = items_claim(worker=ELSEWHERE, job_id=job.id)  # ... and that worker dies
+    assert len(claim.items) == 2
+    _expire_leases(job)
+    with run_jobs():
+        job = job_cancel(job=job)
+    assert job.status == JobStatus.CANCELED
+    assert set(job.items.values_list("status", flat=True)) == {ItemStatus.PENDING}
+    assert event_log.types(job).count("done") == 1
+    with pytest.raises(ServiceError) as refused:
+        job_cancel(job=job)
+    assert refused.value.code == "job_not_cancelable"
+    # The owner's slot is free again, and retry resumes every item.
+    with run_jobs():
+        job = job_retry_failed(job=job)
+    assert job.status == JobStatus.QUEUED
+    with run_jobs():
+        job_cancel(job=job)
+        job_delete(job=job)
+    assert not GenerationJob.objects.filter(pk=job.pk).exists()
+
+
+def test_a_canceled_job_ends_once_the_lease_of_its_dead_worker_expires(
+    alice, photo_dataset, held_jobs, run_jobs, event_log
+):
+    from datasets.jobs.services import leases_release_orphaned
+
+    add_templates(photo_dataset, 1)
+    with run_jobs():
+        job = job_create(dataset=photo_dataset, owner=alice)
+        items_claim(worker=ELSEWHERE, job_id=job.id)
+        job = job_cancel(job=job)  # the worker is alive (its lease holds): the job waits for its image
+    assert job.status == JobStatus.RUNNING and job.cancel_requested
+    with run_jobs():
+        assert leases_release_orphaned() == []  # nothing expired yet
+    _expire_leases(job)  # ... then it dies
+    with run_jobs():
+        assert leases_release_orphaned() == [job.pk]  # every worker loop runs this
+        assert leases_release_orphaned() == []
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELED
+    assert not job.items.filter(status=ItemStatus.RUNNING).exists()
+    assert event_log.types(job).count("done") == 1
+    # A second job may be created: the canceled one no longer counts against the limit.
+    assert job_create(dataset=photo_dataset, owner=alice).status == JobStatus.QUEUED

@@ -84,6 +84,25 @@ def test_stack_names_are_the_image_stems_and_masks_stay_out_unless_asked(
     assert all("mask" not in entry for entry in manifest["variants"])
 
 
+def test_the_manifest_and_the_api_give_each_variants_stored_template_ids(
+    alice, alice_api, photo_dataset, run_jobs
+):
+    """The ids are the ones stored with the variant when it was made, never rebuilt from names (a name may be
+    shared by two templates, or an image's class changed since)."""
+    first, second = add_templates(photo_dataset, 2)
+    job = _run(run_jobs, dataset=photo_dataset, owner=alice)
+    assert {tuple(v.template_ids) for v in job.variants.all()} == {(first.id.hex, second.id.hex)}
+    only_second = job.variants.order_by("image__position").first()
+    type(only_second).objects.filter(pk=only_second.pk).update(template_ids=[second.id.hex])
+    archive, _, _ = _download(alice_api, job)
+    manifest = json.loads(archive.read("manifest.json"))
+    by_image = {entry["image_id"]: entry["template_ids"] for entry in manifest["variants"]}
+    assert by_image.pop(only_second.image_id.hex) == [second.id.hex]
+    assert set(map(tuple, by_image.values())) == {(first.id.hex, second.id.hex)}
+    listed = alice_api.get(f"/api/jobs/{job.id.hex}/variants/").json()["results"]
+    assert {v["id"]: v["template_ids"] for v in listed}[only_second.id.hex] == [second.id.hex]
+
+
 def test_failed_and_skipped_images_are_listed_in_the_manifest(alice, alice_api, make_photo_dataset, run_jobs):
     from django.core.files.storage import default_storage
 
