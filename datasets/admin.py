@@ -143,6 +143,12 @@ class JobItemAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # items are made with their job
 
+    def has_change_permission(self, request, obj=None):
+        # An item of a finished job is part of its record: read-only, like the job itself.
+        if obj is not None and obj.job.is_terminal:
+            return False
+        return super().has_change_permission(request, obj)
+
 
 @admin.register(Variant)
 class VariantAdmin(FilePreviewAdminMixin, admin.ModelAdmin):
@@ -170,3 +176,9 @@ class VariantAdmin(FilePreviewAdminMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # variants are made by the job runner
+
+    def has_change_permission(self, request, obj=None):
+        # A finished job's outputs are what it made: read-only (the job admin's rule).
+        if obj is not None and obj.job.is_terminal:
+            return False
+        return super().has_change_permission(request, obj)

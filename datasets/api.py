@@ -64,6 +64,11 @@ from samsite.common.throttles import PREVIEWS, UPLOADS, ActionScopedRateThrottle
 ERRORS = {400: ErrorSerializer, 404: ErrorSerializer}
 
 
+def _writes(request) -> bool:
+    """A request (or the browsable API's cloned one, for its forms) that sends input."""
+    return request is not None and request.method in ("POST", "PUT", "PATCH")
+
+
 def _rendered(serializer_class, instance, request, **kwargs):
     return serializer_class(instance, context={"request": request}, **kwargs).data
 
@@ -97,6 +102,16 @@ class DatasetViewSet(viewsets.GenericViewSet):
 
     def get_queryset(self):
         return dataset_list_for_user(user=self.request.user)
+
+    def get_serializer_class(self):
+        # What the browsable API's POST/PUT/PATCH forms render: the input each action reads (responses are
+        # rendered with DatasetSerializer explicitly, and the schema names its request serializers).
+        if _writes(self.request):
+            if self.action in ("list", "create", "retrieve", "update", "partial_update"):
+                return DatasetWriteSerializer
+            if self.action in ("images", "upload_images"):
+                return ImageUploadSerializer
+        return super().get_serializer_class()
 
     def get_object(self) -> Dataset:
         return dataset_get_for_user(user=self.request.user, dataset_id=self.kwargs["dataset_id"])
@@ -329,6 +344,15 @@ class ImageViewSet(viewsets.GenericViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     throttle_classes = [ActionScopedRateThrottle]
     throttle_scopes = {"segment": PREVIEWS}
+
+    def get_serializer_class(self):
+        if _writes(self.request) and self.action in (
+            "retrieve",
+            "update",
+            "partial_update",
+        ):  # its PATCH form
+            return ImageClassSerializer
+        return super().get_serializer_class()
 
     def get_object(self) -> DatasetImage:
         return image_get_for_user(user=self.request.user, image_id=self.kwargs["image_id"])

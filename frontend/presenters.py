@@ -27,6 +27,7 @@ from datasets.selectors import (
     variant_list_for_job_images,
 )
 from datasets.services.previews import segment_preview
+from datasets.services.uploads import sanitize_filename
 from imaging.codecs import b64encode, encode_mask_png, make_thumbnail
 from imaging.edits import EDIT_FIELDS, NEUTRAL_VALUES
 from imaging.pipeline import template_applies
@@ -146,10 +147,27 @@ def upload_error_text(exc: ServiceError) -> str:
     return exc.message
 
 
-def split_rejected(rejected: Sequence) -> tuple[list, list]:
-    """Upload refusals as (duplicates, the rest): a file already in the dataset is a neutral skip, not an
-    error the user must act on."""
-    duplicates = [r for r in rejected if str(r.error).startswith("duplicate")]
+DUPLICATE_PREFIX = "duplicate: same content as "
+
+
+def split_rejected(rejected: Sequence, created: Sequence = ()) -> tuple[list[dict], list]:
+    """Upload refusals as (duplicates, the rest): a duplicate is a neutral skip, not an error the user must
+    act on. Each duplicate is ``{filename, reason}``: a duplicate of another file of this upload (the upload
+    service names the file it repeats, and that file is among ``created``) or of an image already in the
+    dataset."""
+    names = {image.filename for image in created}
+    names |= {sanitize_filename(image.original_filename) for image in created if image.original_filename}
+    duplicates = []
+    for refusal in rejected:
+        error = str(refusal.error)
+        if not error.startswith("duplicate"):
+            continue
+        other = error[len(DUPLICATE_PREFIX) :] if error.startswith(DUPLICATE_PREFIX) else ""
+        if other and other in names:
+            reason = f"a duplicate of {other} in this upload (same content), skipped"
+        else:
+            reason = "already in the dataset (same content), skipped"
+        duplicates.append({"filename": refusal.filename, "reason": reason})
     return duplicates, [r for r in rejected if not str(r.error).startswith("duplicate")]
 
 

@@ -130,8 +130,9 @@ def _ordered(templates: Sequence[TemplateSpec]) -> list[TemplateSpec]:
     return [t for _, t in sorted(enumerate(templates), key=lambda it: (it[1].order, it[0]))]
 
 
-def _output_pixels(rgb: np.ndarray, is_grayscale: bool) -> np.ndarray:
-    """A grayscale source's variant as one channel: the edits keep R == G == B on grayscale images, so the
+def output_pixels(rgb: np.ndarray, is_grayscale: bool) -> np.ndarray:
+    """The one rule for output channels (the REST job, the seed stream, the legacy endpoints): a grayscale
+    source's output as one channel: the edits keep R == G == B on grayscale images, so the
     first channel is the whole image (checked, so a colour-tinted result is never flattened)."""
     if not is_grayscale or rgb.ndim != 3:
         return rgb
@@ -179,7 +180,7 @@ def render_variants(
                 VariantResult(
                     template_ids=(t.id,),
                     template_names=(t.name,),
-                    rgb=_output_pixels(rgb, image.is_grayscale),
+                    rgb=output_pixels(rgb, image.is_grayscale),
                     mask=mask,
                     score=tm.score,
                     area=int(np.count_nonzero(mask)),
@@ -199,7 +200,7 @@ def render_variants(
         VariantResult(
             template_ids=tuple(t.id for t in chosen),
             template_names=tuple(t.name for t in chosen),
-            rgb=_output_pixels(rgb, image.is_grayscale),
+            rgb=output_pixels(rgb, image.is_grayscale),
             mask=union,
             score=float(np.mean(scores)),
             area=int(np.count_nonzero(union)),

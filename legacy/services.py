@@ -45,6 +45,7 @@ from imaging.codecs import (
 )
 from imaging.edits import Edits, apply_edits
 from imaging.errors import EditValidationError, ImageDecodeError
+from imaging.pipeline import output_pixels
 from imaging.points import Point, parse_points
 from imaging.segmenter import Embedding, MaskCandidate, Segmenter, mask_bbox
 from legacy.models import Component, LegacySession
@@ -346,7 +347,7 @@ def legacy_apply(*, session: LegacySession, edits: Any, export_mask: bool = Fals
         if not used:
             used = [mask_of(n) for n in components] or [whole]
         union = np.logical_or.reduce(used)
-    return LegacyApplyResult(rgb=out, mask=union)
+    return LegacyApplyResult(rgb=output_pixels(out, image.is_grayscale), mask=union)
 
 
 # --- batch ---------------------------------------------------------------------------------------------
@@ -380,6 +381,7 @@ def batch_image_process(
     if mask.any():
         _store_component(session=session, mask=mask, score=score, name=f"batch_{mode}")
     out = apply_edits(image.rgb, mask, edits, is_grayscale=image.is_grayscale, component_id=1)
+    out = output_pixels(out, image.is_grayscale)  # a grayscale upload stays one channel
     return BatchResult(
         session=session,
         variant_png=encode_image(out, "png"),

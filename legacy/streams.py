@@ -36,6 +36,7 @@ from datasets.jobs.outputs import recent_outputs
 from datasets.jobs.relay import relay_events
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, ItemStatus, JobItem, Variant
 from imaging.codecs import b64encode, decode_image, encode_image, encode_mask_png
+from imaging.pipeline import output_pixels
 from legacy.wire import image_event
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,8 @@ def _variant_bytes(relay: _Relay, job: GenerationJob, variant: Variant) -> tuple
         data = rendition.encode(recent.rgb)
     else:
         stored = recent.data if recent is not None else read_file_bytes(variant.file)
-        data = rendition.encode(decode_image(stored).rgb)
+        decoded = decode_image(stored)  # three channels: a grayscale variant goes out as one again
+        data = rendition.encode(output_pixels(decoded.rgb, decoded.is_grayscale))
     mask_data = None
     if job.export_mask and variant.mask_file:
         if as_stored or rendition.size_for(variant.width, variant.height) == (variant.width, variant.height):
@@ -246,10 +248,11 @@ def _skipped_event(relay: _Relay, job: GenerationJob, item: JobItem) -> dict:
     image = decode_stored_image(item.image.file)
     rendition = relay.rendition
     empty = np.zeros((image.height, image.width), dtype=bool)
+    pixels = output_pixels(image.rgb, image.is_grayscale)
     event = {
         **_item_base(job, item),
         "variant_png": b64encode(
-            rendition.encode(image.rgb) if rendition else encode_image(image.rgb, job.output_format)
+            rendition.encode(pixels) if rendition else encode_image(pixels, job.output_format)
         ),
         "ms": item.ms or 0,
         "template_name": "",

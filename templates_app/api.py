@@ -71,6 +71,12 @@ class DatasetTemplatesViewSet(viewsets.GenericViewSet):
     queryset = Template.objects.none()
     pagination_class = None  # a dataset has a handful of templates; the UI wants them all, in order
 
+    def get_serializer_class(self):
+        # the browsable API's POST form renders the input (responses use TemplateSerializer explicitly)
+        if self.request is not None and self.request.method in ("POST", "PUT", "PATCH"):
+            return TemplateWriteSerializer
+        return super().get_serializer_class()
+
     def _dataset(self) -> Dataset:
         return dataset_get_for_user(user=self.request.user, dataset_id=self.kwargs["dataset_id"])
 
@@ -114,6 +120,11 @@ class TemplateViewSet(viewsets.GenericViewSet):
     queryset = Template.objects.none()
     http_method_names = ["get", "patch", "delete", "head", "options"]
     lookup_url_kwarg = "template_id"
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method in ("POST", "PUT", "PATCH"):
+            return TemplateWriteSerializer  # the browsable API's PATCH form
+        return super().get_serializer_class()
 
     def get_object(self) -> Template:
         return template_get_for_user(user=self.request.user, template_id=self.kwargs["template_id"])

@@ -140,7 +140,9 @@ def _upload(request, dataset):
         except ServiceError as exc:
             error, result = presenters.upload_error_text(exc), None
     images = list(image_list_for_dataset(dataset=dataset))
-    duplicates, rejected = presenters.split_rejected(result.rejected if result is not None else [])
+    duplicates, rejected = presenters.split_rejected(
+        result.rejected if result is not None else [], result.created if result is not None else []
+    )
     context = {
         "dataset": dataset,
         "result": result,

@@ -126,6 +126,9 @@ def preview_view(request, dataset_id):
     form.is_valid()
     image_id = form.cleaned_data.get("preview_image")
     compose = form.cleaned_data.get("compose") or "stack"
+    if compose not in ("stack", "each"):
+        # annotate writes no image: the preview shows the layered edits and the mask outline
+        compose = "stack"
     context = {"dataset": dataset, "image": None, "after": None, "error": "", "note": ""}
     if not image_id:
         context["note"] = "Upload images to see a preview."

@@ -38,6 +38,7 @@ from datasets.services.previews import (
 from datasets.services.uploads import images_upload
 from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.errors import EditValidationError
+from imaging.pipeline import output_pixels
 from legacy.http import SeedUploadView, SeedView, as_bool, seed_error
 from legacy.streams import Rendition, event_stream_response, iterator_stream, job_relay
 from legacy.wire import (
@@ -218,7 +219,9 @@ class TemplatePreviewView(SeedView):
                     "invalid_edits", str(exc), field=exc.field, template_id=template.id.hex
                 ) from exc
         result = edit_preview(image=image, specs=specs)
-        rgb = result.rgb if result is not None else working_image(image).rgb
+        rgb = output_pixels(
+            result.rgb if result is not None else working_image(image).rgb, image.is_grayscale
+        )
         return Response(
             {
                 "variant_png": b64encode(encode_image(rgb, "png")),

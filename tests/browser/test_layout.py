@@ -73,18 +73,46 @@ CONTRAST = """(selectors) => {
       if (!el.getClientRects().length) continue;
       const style = getComputedStyle(el);
       let node = el, bg = null;
+      const layers = [];  // translucent backgrounds on the way, innermost first
       while (node && node.nodeType === 1) {
         const c = rgb(getComputedStyle(node).backgroundColor);
         if (c.length === 3 || (c.length === 4 && c[3] > 0.95)) { bg = c.slice(0, 3); break; }
+        if (c.length === 4 && c[3] > 0) layers.push(c);
         node = node.parentElement;
       }
-      const fg = lum(rgb(style.color).slice(0, 3)), back = lum(bg || [255, 255, 255]);
-      const ratio = (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05);
+      // A translucent layer (an overlay note) may lie over anything, e.g. an image: the worst of white, black
+      // and the opaque background beneath counts.
+      const base = bg || [255, 255, 255];
+      const bases = layers.length ? [base, [255, 255, 255], [0, 0, 0]] : [base];
+      const fg = lum(rgb(style.color).slice(0, 3));
+      let ratio = Infinity;
+      for (const under of bases) {
+        let c = under;
+        for (const layer of layers.slice().reverse()) c = c.map((v, i) => layer[i] * layer[3] + v * (1 - layer[3]));
+        const back = lum(c);
+        ratio = Math.min(ratio, (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05));
+      }
       out.push({sel, text: el.textContent.trim().slice(0, 20), ratio, size: parseFloat(style.fontSize)});
     }
   }
   return out;
 }"""
+# The images a user can see: their box intersects the viewport and the box of each ancestor that clips
+# (overflow other than visible), e.g. the reference strip that scrolls sideways.
+VISIBLE_IMAGES = """() => [...document.images].filter((img) => {
+  const r = img.getBoundingClientRect();
+  if (!r.width || !r.height) return false;
+  let left = Math.max(r.left, 0), top = Math.max(r.top, 0);
+  let right = Math.min(r.right, innerWidth), bottom = Math.min(r.bottom, innerHeight);
+  for (let node = img.parentElement; node && node !== document.body; node = node.parentElement) {
+    const s = getComputedStyle(node);
+    if (s.overflowX === 'visible' && s.overflowY === 'visible') continue;
+    const b = node.getBoundingClientRect();
+    left = Math.max(left, b.left); top = Math.max(top, b.top);
+    right = Math.min(right, b.right); bottom = Math.min(bottom, b.bottom);
+  }
+  return right > left && bottom > top;
+})"""
 SAVE_AT_CENTRE = """() => {
   const b = document.querySelector('#save-template');
   b.scrollIntoView({block: 'center'});
@@ -162,18 +190,16 @@ def _settle(page, name: str) -> None:
         expect(page.locator("#preview-after")).to_be_visible(timeout=60_000)
     if name == "templates":
         page.wait_for_function("() => document.querySelector('#tpl-editor').dataset.ready === 'true'")
-    # images in view are loaded (lazy ones further down may stay unloaded)
+    # images actually visible are loaded: ones that intersect the viewport AND every scrolling ancestor's box
+    # (lazy ones further down, or scrolled out of sight sideways inside the reference strip, may stay unloaded:
+    # Chromium never fetches those)
     try:
         page.wait_for_function(
-            "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
-            ".every(i => i.complete)",
+            f"() => ({VISIBLE_IMAGES})().every(i => i.complete)",
             timeout=120_000,  # a gate, not a speed check: thumbnails are made on first request
         )
     except Exception:
-        pending = page.evaluate(
-            "() => [...document.images].filter(i => i.getBoundingClientRect().top < innerHeight && !i.complete)"
-            ".map(i => i.src)"
-        )
+        pending = page.evaluate(f"() => ({VISIBLE_IMAGES})().filter(i => !i.complete).map(i => i.src)")
         raise AssertionError(f"{name}: images never loaded: {pending}") from None
 
 
@@ -229,8 +255,15 @@ def test_every_page_fits_and_nothing_covers_a_control(live_asgi, page, shoot, al
 
 def _check_contrast(page, server, dataset, job) -> None:
     """Text meets WCAG AA (4.5:1) on the pressed filter, the active step tab, status chips and badges, and
-    badges and chips are at least 12 px."""
+    badges and chips are at least 12 px; the preview's overlay notes (grayscale, no template applies) are
+    legible over any image."""
+    from datasets.models import DatasetImage
+
     checked = []
+    gray = DatasetImage.objects.filter(dataset=dataset, is_grayscale=True).first()
+    page.goto(server(f"/datasets/{dataset.public_id}/generate/?image={gray.public_id}"))
+    expect(page.locator("#preview .placeholder")).to_contain_text("Grayscale image", timeout=60_000)
+    checked += page.evaluate(CONTRAST, ["#preview .placeholder"])
     for url in (server(f"/datasets/{dataset.public_id}/templates/"), server(f"/jobs/{job.public_id}/")):
         page.goto(url)
         checked += page.evaluate(
@@ -245,7 +278,12 @@ def _check_contrast(page, server, dataset, job) -> None:
                 "a.button.primary",
             ],
         )
-    assert {c["sel"] for c in checked} >= {".status", ".badge", ".steps a[aria-current=page]"}
+    assert {c["sel"] for c in checked} >= {
+        ".status",
+        ".badge",
+        ".steps a[aria-current=page]",
+        "#preview .placeholder",
+    }
     low = [c for c in checked if c["ratio"] < 4.5]
     assert not low, low[:5]
     small = [c for c in checked if c["sel"] in (".status", ".badge") and c["size"] < 12]
@@ -297,6 +335,85 @@ def test_out_of_range_value_shows_an_inline_error(
     expect(error).to_be_hidden()
     expect(noise).to_have_attribute("aria-invalid", "false")
     expect(page.locator("#preview-after")).to_be_visible(timeout=30_000)
+
+
+def test_a_value_off_the_slider_step_is_saved_and_generate_starts(live_asgi, page, alice, big_dataset):
+    """0.255 lies between the slider's steps (0.25, 0.26): the server accepts and saves it, so Generate must
+    start the job (no native "nearest valid values" bubble blocking the submit)."""
+    dataset, _job = big_dataset
+    log_in(page, live_asgi, "alice")
+    page.goto(live_asgi(f"/datasets/{dataset.public_id}/generate/"))
+    expect(page.locator("#preview-after")).to_be_visible(timeout=60_000)
+    card = page.locator(".edit-card", has_text="Centre")
+    brightness = card.locator("input[type=number][data-field=brightness]")
+    brightness.fill("0.255")
+    brightness.press("Tab")
+    expect(card.locator(".saved")).to_have_text("Saved ✓", timeout=30_000)
+    expect(card.locator(f"#{brightness.get_attribute('id')}-error")).to_be_hidden()
+    hue = page.locator(".edit-card", has_text="Corner").locator("input[type=number][data-field=hue]")
+    hue.fill("12.5")
+    hue.press("Tab")
+    expect(page.locator(".edit-card", has_text="Corner").locator(".saved")).to_have_text(
+        "Saved ✓", timeout=30_000
+    )
+    with page.expect_navigation(url=lambda u: "/jobs/" in u and "/datasets/" not in u, timeout=60_000):
+        page.locator("#generate-button").click()
+    expect(page.locator("#job-status")).to_be_visible()
+
+
+def test_the_generate_label_counts_masks_in_annotate_mode(live_asgi, page, alice, big_dataset):
+    """Annotate makes one output per (image, applicable template): 14 images, and the 5 fail images' second
+    template, are 19 masks; the label says so, live and after a reload."""
+    dataset, _job = big_dataset
+    log_in(page, live_asgi, "alice")
+    page.goto(live_asgi(f"/datasets/{dataset.public_id}/generate/"))
+    label = page.locator("#generate-button .label")
+    with page.expect_response(lambda r: r.url.endswith("/generate/settings/")):
+        page.locator("input[name=compose][value=annotate]").check()
+    expect(label).to_have_text(f"Annotate {IMAGE_COUNT} images → 19 masks")
+    page.reload()
+    expect(page.locator("input[name=compose][value=annotate]")).to_be_checked()
+    expect(label).to_have_text(f"Annotate {IMAGE_COUNT} images → 19 masks")
+    page.locator("input[name=compose][value=each]").check()
+    expect(label).to_have_text(f"Generate {IMAGE_COUNT} images → 19 variants")
+    page.locator("input[name=compose][value=stack]").check()
+    expect(label).to_have_text(f"Generate {IMAGE_COUNT} images → {IMAGE_COUNT} variants")
+
+
+def test_hue_and_saturation_follow_the_previewed_image_in_a_mixed_dataset(
+    live_asgi, page, alice, big_dataset
+):
+    from datasets.models import DatasetImage
+
+    dataset, _job = big_dataset
+    gray = DatasetImage.objects.filter(dataset=dataset, is_grayscale=True).first()
+    colour = DatasetImage.objects.filter(dataset=dataset, is_grayscale=False).first()
+    log_in(page, live_asgi, "alice")
+    page.goto(live_asgi(f"/datasets/{dataset.public_id}/generate/"))
+    expect(page.locator("#preview-after")).to_be_visible(timeout=60_000)
+    card = page.locator(".edit-card", has_text="Corner")
+    hue = card.locator("input[type=number][data-field=hue]")
+    hue_slider = card.get_by_label("Hue of Corner")
+    note = page.locator("#gray-current-note")
+    hue.fill("30")
+    hue.press("Tab")
+    expect(card.locator(".saved")).to_have_text("Saved ✓", timeout=30_000)
+    expect(hue).to_be_enabled()
+    expect(note).to_be_hidden()
+    page.locator("#preview-image").select_option(gray.public_id)
+    expect(hue).to_be_disabled()
+    expect(hue_slider).to_be_disabled()
+    expect(card.locator("input[type=number][data-field=saturation]")).to_be_disabled()
+    expect(card.locator("input[type=number][data-field=brightness]")).to_be_enabled()
+    expect(note).to_be_visible()
+    # the value still goes with the form (colour images get it)
+    mirror = card.locator(f"input[type=hidden][name='{hue.get_attribute('name')}']")
+    expect(mirror).to_have_value("30")
+    page.locator("#preview-image").select_option(colour.public_id)
+    expect(hue).to_be_enabled()
+    expect(note).to_be_hidden()
+    expect(mirror).to_have_count(0)
+    expect(hue).to_have_value("30")
 
 
 def test_job_page_transfers_thumbnails_only(live_asgi, page, alice, big_dataset):

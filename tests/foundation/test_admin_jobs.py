@@ -37,3 +37,24 @@ def test_finished_job_is_read_only_and_a_running_one_is_not(admin_client):
     ).content.decode()
     assert 'name="_save"' in page
     assert GenerationJob.objects.count() == 2
+
+
+@pytest.mark.parametrize("model", ["jobitem", "variant"])
+def test_a_finished_jobs_items_and_variants_are_read_only(admin_client, model):
+    from tests.fixtures.factories import JobItemFactory, VariantFactory
+
+    factory = JobItemFactory if model == "jobitem" else VariantFactory
+    done = factory(job=GenerationJobFactory(status=JobStatus.SUCCEEDED))
+    url = reverse(f"admin:datasets_{model}_change", args=[done.pk])
+    response = admin_client.get(url)
+    assert response.status_code == 200  # viewable
+    page = response.content.decode()
+    assert 'name="_save"' not in page and 'name="job"' not in page  # a view page, no form fields
+    before = {f.attname: getattr(done, f.attname) for f in done._meta.concrete_fields}
+    assert admin_client.post(url, {"job": done.job_id, "image": done.image_id}).status_code == 403
+    done.refresh_from_db()
+    assert {f.attname: getattr(done, f.attname) for f in done._meta.concrete_fields} == before
+
+    running = factory(job=GenerationJobFactory(status=JobStatus.RUNNING))
+    page = admin_client.get(reverse(f"admin:datasets_{model}_change", args=[running.pk])).content.decode()
+    assert 'name="_save"' in page

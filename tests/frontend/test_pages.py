@@ -166,6 +166,25 @@ def test_upload_zip(alice_client, alice_dataset, photo_png):
     body = response.content.decode()
     assert "Added 0 images, skipped 1 duplicate." in body
     assert '<ul class="skipped"' in body and "again.png" in body and 'class="rejected"' not in body
+    assert "again.png</b> — already in the dataset (same content), skipped" in body
+
+
+def test_a_duplicate_within_one_upload_is_worded_as_such(alice_client, alice_dataset, photo_png):
+    url = reverse("ui-upload", args=[alice_dataset.public_id])
+    response = alice_client.post(
+        url,
+        {
+            "images": [
+                SimpleUploadedFile("first.png", photo_png["coffee"]),
+                SimpleUploadedFile("copy.png", photo_png["coffee"]),
+            ]
+        },
+        HTTP_X_REQUESTED_WITH="XMLHttpRequest",
+    )
+    body = response.content.decode()
+    assert "Added 1 image, skipped 1 duplicate." in body
+    assert "copy.png</b> — a duplicate of first.png in this upload (same content), skipped" in body
+    assert "already in the dataset" not in body
 
 
 def test_image_class_and_delete(alice_client, alice_dataset, alice_images):

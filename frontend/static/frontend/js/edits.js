@@ -87,6 +87,38 @@ export function initEdits(form) {
     select.selectedIndex = (select.selectedIndex + delta + count) % count;
     select.dispatchEvent(new Event("input", { bubbles: true }));
   }
+  /* A mixed dataset: hue and saturation are disabled (with a note) while a grayscale image is previewed; their
+     values still go with the autosave, the preview and Generate through a hidden mirror (colour images get them). */
+  const grayNote = $("#gray-current-note");
+  function syncGray() {
+    if (!select || !grayNote) return;
+    const option = select.options[select.selectedIndex];
+    const gray = !!(option && option.dataset.gray === "true");
+    grayNote.hidden = !gray;
+    $all(".slider[data-color-only]", form).forEach(function (slider) {
+      const number = $("input[type=number]", slider);
+      $all("input[type=range], input[type=number]", slider).forEach(function (input) { input.disabled = gray; });
+      slider.classList.toggle("disabled", gray);
+      let mirror = $("input[type=hidden][data-mirror]", slider);
+      if (gray) {
+        if (!mirror) {
+          mirror = document.createElement("input");
+          mirror.type = "hidden";
+          mirror.name = number.name;
+          mirror.dataset.mirror = "";
+          slider.appendChild(mirror);
+        }
+        mirror.value = number.value;
+      } else if (mirror) {
+        mirror.remove();
+      }
+    });
+  }
+  if (select) {
+    select.addEventListener("input", syncGray);
+    select.addEventListener("change", syncGray);
+  }
+  syncGray();
   const prev = $("#preview-prev"), next = $("#preview-next");
   if (prev) prev.addEventListener("click", function () { step(-1); });
   if (next) next.addEventListener("click", function () { step(1); });
@@ -94,7 +126,8 @@ export function initEdits(form) {
   function updateLabel() {
     const chosen = $("input[name=compose]:checked", form);
     const label = $(".label", button);
-    if (chosen && label) label.textContent = button.dataset["label" + (chosen.value === "each" ? "Each" : "Stack")];
+    const key = { each: "labelEach", annotate: "labelAnnotate" }[chosen && chosen.value] || "labelStack";
+    if (chosen && label) label.textContent = button.dataset[key];
   }
   $all("input[name=compose]", form).forEach(function (radio) { radio.addEventListener("change", updateLabel); });
   updateLabel();
