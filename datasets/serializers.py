@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from datasets.models import ComposeMode, Dataset, DatasetImage, ImageClass
-from samsite.common.fields import BoxField, EditsField, SegmentPointsField
+from samsite.common.fields import BoxField, EditsField, LimitedJSONField, SegmentPointsField
 
 CLASS_CHOICES = ImageClass.choices
 
@@ -206,7 +206,7 @@ class PreviewTemplateSerializer(serializers.Serializer):
 
 
 @extend_schema_field(PreviewTemplateSerializer(many=True))
-class PreviewTemplatesField(serializers.JSONField):
+class PreviewTemplatesField(LimitedJSONField):
     """Raw JSON checked item by item by the view, which reports the index of a bad entry."""
 
 

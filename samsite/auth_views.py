@@ -10,6 +10,7 @@ from django.contrib.auth import views as auth_views
 from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from samsite.common.throttles import LOGIN, ScopeThrottle, throttled_response
@@ -32,6 +33,8 @@ class TokenView(ObtainAuthToken):
     """``POST {username, password}`` -> ``{token}``; 429 ``throttled`` / ``locked_out`` when over the limits."""
 
     throttle_classes = [TokenThrottle]
+    # ObtainAuthToken sets DRF's own parsers (plain json.loads: RecursionError on deep JSON); use the project's.
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
 
     def post(self, request, *args, **kwargs):
         username = request.data.get("username") if hasattr(request.data, "get") else None

@@ -10,16 +10,14 @@ from rest_framework import serializers
 from datasets.jobs.events import job_counters, job_first_event_id, job_last_event_id
 from datasets.jobs.services import job_queue_position
 from datasets.models import ComposeMode, GenerationJob, ItemStatus, JobItem, OutputFormat, Variant
-from samsite.common.fields import ErrorSerializer
+from samsite.common.fields import ErrorSerializer, LimitedJSONField
 
 MAX_ERRORS_SHOWN = 100
 
 
 class JobTemplateInputSerializer(serializers.Serializer):
     template_id = serializers.CharField(max_length=64)
-    edits = serializers.JSONField(
-        required=False, allow_null=True, help_text="Edit values; omitted = defaults."
-    )
+    edits = LimitedJSONField(required=False, allow_null=True, help_text="Edit values; omitted = defaults.")
 
     def validate_edits(self, value):
         if value is not None and not isinstance(value, dict):

@@ -1,0 +1,80 @@
+"""Gaps a black-box audit found after the first hardening pass (issue 11): deep JSON in form fields and the
+token endpoint, API errors as JSON whatever the Accept header, bounded lists."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from tests.fixtures.factories import DatasetFactory, DatasetImageFactory, add_templates
+
+pytestmark = pytest.mark.django_db
+
+DEEP = "[" * 100_000
+
+
+@pytest.fixture
+def image(alice):
+    return DatasetImageFactory(dataset=DatasetFactory(owner=alice))
+
+
+def _assert_json_400(response):
+    assert response.status_code == 400, response.content[:300]
+    assert response["Content-Type"].startswith("application/json")
+    text = response.content.decode()
+    assert "DATABASE_URL" not in text and "Traceback" not in text
+    return response.json()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_deep_json_to_the_token_endpoint_is_a_400_json_error(client, debug):
+    with override_settings(DEBUG=debug):
+        response = client.post("/api/auth/token/", DEEP, content_type="application/json")
+
+    body = _assert_json_400(response)
+    assert body["error"] == "parse_error" and "nested" in body["detail"]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("encoding", ["form", "multipart"])
+def test_deep_json_in_form_encoded_json_fields_is_a_400_json_error(alice_api, image, debug, encoding):
+    dataset = image.dataset
+    (template,) = add_templates(dataset, 1)
+    calls = [
+        ("post", f"/api/images/{image.id.hex}/segment/", {"points": DEEP}, "points"),
+        ("patch", f"/api/templates/{template.id.hex}/", {"default_edits": DEEP}, "default_edits"),
+        ("post", f"/api/datasets/{dataset.id.hex}/templates/", {"name": "t", "points": DEEP}, "points"),
+        ("post", f"/api/datasets/{dataset.id.hex}/preview/", {"templates": DEEP}, "templates"),
+    ]
+    with override_settings(DEBUG=debug):
+        for method, path, data, field in calls:
+            if encoding == "form":
+                from urllib.parse import urlencode
+
+                response = getattr(alice_api, method)(
+                    path, urlencode(data), content_type="application/x-www-form-urlencoded"
+                )
+            else:
+                response = getattr(alice_api, method)(path, data, format="multipart")
+            body = _assert_json_400(response)
+            assert body["error"] == "validation_error", (path, body)
+            assert "MAX_JSON_DEPTH" in str(body["fields"][field]), (path, body)
+
+
+def test_a_moderately_deep_form_value_is_refused_by_the_project_limit(alice_api, image, settings):
+    settings.MAX_JSON_DEPTH = 8
+    response = alice_api.post(
+        f"/api/images/{image.id.hex}/segment/", {"points": "[" * 10 + "]" * 10}, format="multipart"
+    )
+
+    assert "MAX_JSON_DEPTH" in str(_assert_json_400(response)["fields"]["points"])
+
+
+def test_form_encoded_json_fields_still_parse(alice_api, image):
+    response = alice_api.post(
+        f"/api/images/{image.id.hex}/segment/",
+        {"points": '[{"x_norm": 0.5, "y_norm": 0.5, "positive": true}]'},
+        format="multipart",
+    )
+
+    assert response.status_code == 200, response.content[:300]
