@@ -11,9 +11,8 @@ from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle
 
-from samsite.common.throttles import LOGIN, ScopeThrottle, throttled_response
+from samsite.common.throttles import LOGIN, ScopedRateThrottle, ScopeThrottle, throttled_response
 from samsite.login_guard import is_locked_out, lockout_detail
 
 
@@ -38,8 +37,9 @@ class TokenView(ObtainAuthToken):
 
     def post(self, request, *args, **kwargs):
         username = request.data.get("username") if hasattr(request.data, "get") else None
-        if is_locked_out(request, username if isinstance(username, str) else None):
-            body = lockout_detail()
+        username = username if isinstance(username, str) else None
+        if is_locked_out(request, username):
+            body = lockout_detail(request, username)
             return JsonResponse(body, status=429, headers={"Retry-After": str(body["retry_after"])})
         return super().post(request, *args, **kwargs)
 
@@ -55,6 +55,8 @@ class LoginView(auth_views.LoginView):
         if not throttle.allow_request(request, None):
             return throttled_response(LOGIN, throttle.wait())
         if is_locked_out(request, request.POST.get("username")):
-            context = self.get_context_data(form=self.get_form(), lockout=lockout_detail()["detail"])
+            context = self.get_context_data(
+                form=self.get_form(), lockout=lockout_detail(request, request.POST.get("username"))["detail"]
+            )
             return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)

@@ -14,7 +14,6 @@ from rest_framework import generics, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from datasets.jobs.downloads import job_zip_response, variant_file_response
@@ -50,7 +49,7 @@ from datasets.selectors import (
 )
 from samsite.common.db import parse_uuid
 from samsite.common.errors import ServiceError
-from samsite.common.throttles import JOBS
+from samsite.common.throttles import JOBS, ScopedRateThrottle
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(

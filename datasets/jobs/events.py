@@ -352,32 +352,24 @@ def _slot_key(user_id) -> str:
 
 
 def stream_slot_acquire(user) -> None:
-    """Count one more open stream for ``user`` in the shared cache (every process sees it); raise TooManyStreams
-    beyond the limit. Released by ``stream_slot_release``; a count leaked by a crashed process expires."""
+    """Reserve one more open stream for ``user`` with an atomic shared counter (every process sees it), then
+    check it: beyond SSE_MAX_CONNECTIONS_PER_USER the reservation is given back and TooManyStreams raised, so N
+    parallel requests get exactly the limit. Released by ``stream_slot_release``; a count leaked by a crashed
+    process expires SSE_SLOT_TTL_SECONDS after the user's last stream opened."""
     from django.conf import settings
-    from django.core.cache import cache
 
-    key, ttl = _slot_key(user.pk), settings.SSE_SLOT_TTL_SECONDS
-    cache.add(key, 0, ttl)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, ttl)
-        count = 1
+    from samsite.common.counters import counter_add
+
+    count = counter_add(_slot_key(user.pk), ttl=settings.SSE_SLOT_TTL_SECONDS, refresh=True)
     if count > settings.SSE_MAX_CONNECTIONS_PER_USER:
         stream_slot_release(user)
         raise TooManyStreams(settings.SSE_MAX_CONNECTIONS_PER_USER)
-    cache.touch(key, ttl)
 
 
 def stream_slot_release(user) -> None:
-    from django.core.cache import cache
+    from samsite.common.counters import counter_subtract
 
-    try:
-        if cache.decr(_slot_key(user.pk)) < 0:
-            cache.set(_slot_key(user.pk), 0)
-    except ValueError:
-        pass
+    counter_subtract(_slot_key(user.pk))
 
 
 def too_many_streams_response(exc: TooManyStreams):
@@ -385,7 +377,12 @@ def too_many_streams_response(exc: TooManyStreams):
 
     from datasets.jobs.serializers import TooManyStreamsSerializer  # it imports this module
 
-    body = {"error": "too_many_streams", "detail": str(exc), "limit": exc.limit}
+    body = {
+        "error": "too_many_streams",
+        "detail": f"{exc} (SSE_MAX_CONNECTIONS_PER_USER)",
+        "limit": exc.limit,
+        "setting": "SSE_MAX_CONNECTIONS_PER_USER",
+    }
     return JsonResponse(TooManyStreamsSerializer(body).data, status=429)
 
 

@@ -42,6 +42,9 @@ class TooManyStreamsSerializer(ErrorSerializer):
     limit = serializers.IntegerField(
         help_text="Streams one user may have open (SSE_MAX_CONNECTIONS_PER_USER)."
     )
+    setting = serializers.CharField(
+        help_text='The setting that configures it: "SSE_MAX_CONNECTIONS_PER_USER".'
+    )
 
 
 class JobCountersSerializer(serializers.Serializer):
