@@ -3,6 +3,8 @@ token endpoint, API errors as JSON whatever the Accept header, bounded lists."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.test import override_settings
 
@@ -78,3 +80,76 @@ def test_form_encoded_json_fields_still_parse(alice_api, image):
     )
 
     assert response.status_code == 200, response.content[:300]
+
+
+# --- item 3: anonymous upload bodies get the small limit -------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/api/datasets/x/images/", "/sam/init", "/api/sam/dataset/init"])
+def test_an_anonymous_upload_body_is_refused_before_it_is_read(path):
+    from samsite.asgi import application
+    from tests.hardening.test_requests import _asgi_call
+
+    status, body, pulled = _asgi_call(
+        application,
+        path=path,
+        headers=[
+            (b"content-length", str(300 * 1024 * 1024).encode()),
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"authorization", b"Token not-a-real-token"),
+            (b"cookie", b"sessionid=not-a-session"),
+        ],
+        chunks=[b"x" * 1024],
+    )
+
+    assert status == 413 and pulled == 0
+    parsed = json.loads(body)
+    assert parsed["error"] == "request_too_large" and parsed["limit"] == "MAX_REQUEST_BODY_MB"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_anonymous_chunked_upload_is_cut_off_at_the_small_limit(settings):
+    from samsite.asgi import application
+    from tests.hardening.test_requests import _asgi_call
+
+    settings.MAX_REQUEST_BODY_MB = 1
+    status, body, pulled = _asgi_call(
+        application,
+        path="/api/datasets/x/images/",
+        headers=[(b"content-type", b"multipart/form-data; boundary=x")],
+        chunks=[b"x" * (256 * 1024)] * 40,
+    )
+
+    assert status == 413 and json.loads(body)["limit"] == "MAX_REQUEST_BODY_MB" and pulled == 5
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("credential", ["token", "session"])
+def test_a_signed_in_upload_gets_the_upload_limit(alice, settings, credential):
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    from samsite.asgi import application
+    from tests.hardening.test_requests import _asgi_call
+
+    settings.MAX_REQUEST_BODY_MB = 1
+    if credential == "token":
+        header = (b"authorization", f"Token {Token.objects.create(user=alice).key}".encode())
+    else:
+        client = Client()
+        client.force_login(alice)
+        header = (b"cookie", f"{settings.SESSION_COOKIE_NAME}={client.session.session_key}".encode())
+    chunks = [b"x" * (256 * 1024)] * 8  # 2 MiB: over the anonymous limit, under the upload limit
+    status, body, pulled = _asgi_call(
+        application,
+        path="/api/datasets/x/images/",
+        headers=[
+            (b"content-length", str(2 * 1024 * 1024).encode()),
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            header,
+        ],
+        chunks=chunks,
+    )
+
+    assert status != 413 and pulled == len(chunks), body[:300]
