@@ -6,6 +6,7 @@ REST API, the pages and the seed-compatible API refuse the same inputs with the 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -241,8 +242,9 @@ class EditPreviewResponseSerializer(serializers.Serializer):
 
 class PrewarmRequestSerializer(serializers.Serializer):
     image_ids = serializers.ListField(
-        child=serializers.CharField(),
+        child=serializers.CharField(max_length=64),
         required=False,
+        max_length=settings.MAX_IMAGES_PER_DATASET,
         help_text="Images of this dataset; omitted: all of them.",
     )
 

@@ -38,6 +38,7 @@ from datasets.jobs.serializers import (
 )
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY
+from datasets.prompts import check_id_list
 from datasets.selection import templates_from_input
 from datasets.selectors import (
     dataset_get_for_user,
@@ -94,6 +95,14 @@ class DatasetJobListCreateApi(generics.ListAPIView):
     )
     def post(self, request: Request, dataset_id: str) -> Response:
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        check_id_list(
+            request.data.get("templates") if hasattr(request.data, "get") else None,
+            field="templates",
+            setting="MAX_TEMPLATES_PER_DATASET",
+            what="templates",
+            id_key="template_id",
+            duplicate_code="duplicate_template",
+        )
         serializer = JobCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

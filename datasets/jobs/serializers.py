@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -29,6 +30,7 @@ class JobCreateSerializer(serializers.Serializer):
     templates = JobTemplateInputSerializer(
         many=True,
         required=False,
+        max_length=settings.MAX_TEMPLATES_PER_DATASET,
         help_text="Templates to apply with their edits; omitted = all, with defaults.",
     )
     compose = serializers.ChoiceField(choices=ComposeMode.choices, default=ComposeMode.STACK)

@@ -153,3 +153,45 @@ def test_a_signed_in_upload_gets_the_upload_limit(alice, settings, credential):
     )
 
     assert status != 413 and pulled == len(chunks), body[:300]
+
+
+# --- item 4: bounded id lists ------------------------------------------------------------------------------
+
+
+def test_prewarm_refuses_too_many_or_duplicate_image_ids_before_any_lookup(
+    alice_api, image, settings, django_assert_max_num_queries
+):
+    settings.MAX_IMAGES_PER_DATASET = 5
+    url = f"/api/datasets/{image.dataset.id.hex}/prewarm/"
+
+    with django_assert_max_num_queries(12):  # auth, throttle, the dataset: no query per id
+        too_many = alice_api.post(url, {"image_ids": [image.id.hex] * 6}, format="json")
+    duplicate = alice_api.post(url, {"image_ids": [image.id.hex, "x", image.id.hex]}, format="json")
+
+    assert too_many.status_code == 400
+    assert (
+        too_many.json()["error"] == "too_many_images" and too_many.json()["limit"] == "MAX_IMAGES_PER_DATASET"
+    )
+    assert duplicate.status_code == 400
+    assert duplicate.json()["error"] == "duplicate_image" and duplicate.json()["index"] == 2
+
+
+def test_job_creation_refuses_too_many_or_duplicate_templates_before_any_lookup(
+    alice_api, image, settings, django_assert_max_num_queries
+):
+    settings.MAX_TEMPLATES_PER_DATASET = 3
+    (template,) = add_templates(image.dataset, 1)
+    url = f"/api/datasets/{image.dataset.id.hex}/jobs/"
+    entry = {"template_id": template.id.hex}
+
+    with django_assert_max_num_queries(12):
+        too_many = alice_api.post(url, {"templates": [entry] * 4}, format="json")
+    with django_assert_max_num_queries(12):
+        duplicate = alice_api.post(url, {"templates": [entry, entry]}, format="json")
+
+    assert too_many.status_code == 400
+    body = too_many.json()
+    assert body["error"] == "too_many_templates" and body["limit"] == "MAX_TEMPLATES_PER_DATASET"
+    assert duplicate.status_code == 400
+    assert duplicate.json()["error"] == "duplicate_template" and duplicate.json()["index"] == 1
+    assert not image.dataset.jobs.exists()
