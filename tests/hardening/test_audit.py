@@ -195,3 +195,26 @@ def test_job_creation_refuses_too_many_or_duplicate_templates_before_any_lookup(
     assert duplicate.status_code == 400
     assert duplicate.json()["error"] == "duplicate_template" and duplicate.json()["index"] == 1
     assert not image.dataset.jobs.exists()
+
+
+# --- item 7: API errors are JSON whatever the Accept header ------------------------------------------------
+
+
+def test_api_errors_are_json_even_when_html_is_accepted(alice_api, client, image):
+    html = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    missing = alice_api.get("/api/datasets/0123456789abcdef0123456789abcdef/", **html)
+    anonymous = client.get("/api/datasets/", **html)
+    malformed = alice_api.post(
+        f"/api/images/{image.id.hex}/segment/", "{not json", content_type="application/json", **html
+    )
+    ok = alice_api.get("/api/datasets/", **html)
+
+    for response, status, code in (
+        (missing, 404, "not_found"),
+        (anonymous, 401, "not_authenticated"),
+        (malformed, 400, "parse_error"),
+    ):
+        assert response.status_code == status
+        assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
+        assert response.json()["error"] == code
+    assert ok.status_code == 200 and ok["Content-Type"].startswith("text/html")  # the browsable API stays
