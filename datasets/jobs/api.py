@@ -18,7 +18,10 @@ from rest_framework.views import APIView
 
 from datasets.jobs.downloads import job_zip_response, variant_file_response
 from datasets.jobs.events import (
+    InvalidEventId,
     TooManyStreams,
+    check_last_event_ids,
+    invalid_event_id_response,
     job_channel,
     job_first_event_id,
     stream_slot_acquire,
@@ -50,6 +53,7 @@ from datasets.selectors import (
 )
 from samsite.common.db import parse_uuid
 from samsite.common.errors import ServiceError
+from samsite.common.fields import ErrorSerializer
 from samsite.common.throttles import JOBS, ScopedRateThrottle
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
@@ -348,6 +352,9 @@ class JobEventsApi(_BinaryApi):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "server-sent events"),
+            400: OpenApiResponse(
+                ErrorSerializer, "invalid_event_id: a malformed lastEventId / Last-Event-ID"
+            ),
             429: TooManyStreamsSerializer,
         },
         description="Live events of the job (server-sent events; needs an ASGI server). Event types: "
@@ -357,6 +364,10 @@ class JobEventsApi(_BinaryApi):
         job = job_get_for_user(user=request.user, job_id=job_id)
         django_request = request._request
         strip_stream_overrides(django_request)
+        try:
+            check_last_event_ids(django_request)
+        except InvalidEventId as exc:
+            return invalid_event_id_response(exc)
         if not django_request.META.get("HTTP_LAST_EVENT_ID") and not any(
             django_request.GET.getlist("lastEventId")
         ):

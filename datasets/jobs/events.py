@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import NotRequired, TypedDict
 
@@ -326,8 +327,34 @@ def item_payload(job, item, variants) -> ItemEvent:
 # --- Serving event streams ---------------------------------------------------------------------------------
 
 #: Query parameters django-eventstream would honour but that must never reach it: ``es-meta`` is a token that
-#: replaces the request's user and channel list (signed with SECRET_KEY), ``channel`` adds channels.
-_UNTRUSTED_STREAM_PARAMS = ("es-meta", "channel", "channels")
+#: replaces the request's user and channel list (signed with SECRET_KEY), ``channel`` adds channels,
+#: ``recover`` and ``link`` belong to a GRIP proxy (Pushpin/Fanout), which this deployment does not have
+#: (``recover=true`` read ``request.grip``: a 500).
+_UNTRUSTED_STREAM_PARAMS = ("es-meta", "channel", "channels", "recover", "link")
+
+#: One ``<channel>:<sequence>`` part of an event id (django-eventstream joins a part per channel with ",").
+_EVENT_ID_PART = re.compile(r"[^:,\s]{1,200}:[0-9]{1,18}")
+
+
+class InvalidEventId(ValueError):
+    """A ``lastEventId`` / ``Last-Event-ID`` that is not an id this server sent."""
+
+
+def check_last_event_ids(request) -> None:
+    """Raise InvalidEventId unless every ``lastEventId`` and the ``Last-Event-ID`` header are event ids of the
+    form this server sends (``<channel>:<n>[,<channel>:<n>...]``). Empty values mean "from the start"."""
+    values = [request.META.get("HTTP_LAST_EVENT_ID") or "", *request.GET.getlist("lastEventId")]
+    for value in values:
+        if value and not all(_EVENT_ID_PART.fullmatch(part) for part in value.split(",")):
+            raise InvalidEventId(
+                "lastEventId / Last-Event-ID must be an event id this stream sent (<channel>:<number>)"
+            )
+
+
+def invalid_event_id_response(exc: InvalidEventId):
+    from django.http import JsonResponse
+
+    return JsonResponse({"error": "invalid_event_id", "detail": str(exc), "field": "lastEventId"}, status=400)
 
 
 def strip_stream_overrides(request) -> None:
