@@ -4,7 +4,7 @@ settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], README "Configuration").
 Scopes: ``uploads`` (uploads, prewarm, precompute), ``previews`` (segment, edit previews, template masks),
 ``jobs`` (job creation and retry), ``login`` (token and login attempts, per IP). The REST API, the seed API and
 the pages count against the same per-user budget: one cache key per scope and user (DRF's
-``throttle_<scope>_<user pk>``), counted in a fixed window (the rate's period) by the atomic shared counters
+``throttle_<scope>_<user pk>``), counted in a window of the rate's period by the atomic shared counters
 of ``samsite.common.counters`` (database, or Redis when REDIS_URL is set): one increment per request, checked
 after it is counted, so parallel requests cannot all pass, and a limit holds across workers and interfaces.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
@@ -27,7 +26,7 @@ from rest_framework import throttling
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from samsite.common.counters import counter_add
+from samsite.common.counters import counter_add, counter_expires_in
 
 UPLOADS = "uploads"
 PREVIEWS = "previews"
@@ -50,11 +49,12 @@ def limit_name(scope: str) -> str:
 
 
 class CountingRateThrottle(SimpleRateThrottle):
-    """DRF's SimpleRateThrottle counted atomically: a fixed window of the rate's duration per cache key.
+    """DRF's SimpleRateThrottle counted atomically: a window of the rate's duration per cache key, opened by
+    the key's first request (so two requests never straddle a clock boundary into two windows).
 
     DRF keeps a list of timestamps in the cache and writes it back (get + set: parallel requests all pass).
-    Here each request is one atomic increment of ``<key>:<window>`` and is refused when its count is past
-    the rate; the counter expires with its window."""
+    Here each request is one atomic increment of the key's counter, refused when its count is past the rate;
+    the counter expires with its window."""
 
     def allow_request(self, request, view):
         if self.rate is None:
@@ -62,20 +62,15 @@ class CountingRateThrottle(SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        now = time.time()
-        window = int(now // self.duration)
-        self._window_end = (window + 1) * self.duration
-        self._now = now
-        if self.num_requests <= 0:
-            return False
-        count = counter_add(f"{self.key}:{window}", ttl=self.duration + 1)
+        count = counter_add(self.key, ttl=self.duration)
         return count <= self.num_requests
 
     def wait(self):
-        end = getattr(self, "_window_end", None)
-        if end is None:
+        key = getattr(self, "key", None)
+        if key is None:
             return None
-        return max(0.0, end - getattr(self, "_now", time.time()))
+        left = counter_expires_in(key)
+        return left if left is not None else float(self.duration)
 
     def get_ident(self, request):
         # The connection's address, as the login lockout uses: DRF's default would take a client-supplied
