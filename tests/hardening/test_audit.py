@@ -218,3 +218,68 @@ def test_api_errors_are_json_even_when_html_is_accepted(alice_api, client, image
         assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
         assert response.json()["error"] == code
     assert ok.status_code == 200 and ok["Content-Type"].startswith("text/html")  # the browsable API stays
+
+
+# --- item 5: the page's display PNG is stored once, and throttled ------------------------------------------
+
+
+def _tiff_image(owner, width, height):
+    import hashlib
+
+    import numpy as np
+    from django.core.files.base import ContentFile
+
+    from tests.fixtures.images import image_bytes
+
+    rng = np.random.default_rng(3)
+    content = image_bytes(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "TIFF")
+    return DatasetImageFactory(
+        dataset=DatasetFactory(owner=owner),
+        file=ContentFile(content, name="scan.tif"),
+        original_filename="scan.tif",
+        filename="scan.tif",
+        width=width,
+        height=height,
+        size_bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+
+
+@pytest.mark.parametrize("size", [(600, 400), (120, 80)])
+def test_the_display_png_is_made_once_then_read_from_storage(
+    alice, alice_client, settings, monkeypatch, size
+):
+    import io
+
+    from PIL import Image
+
+    from datasets.services import previews
+
+    settings.PREVIEW_MAX_SIDE = 300
+    image = _tiff_image(alice, *size)
+    decodes = []
+    original = previews.decode_stored_image
+    monkeypatch.setattr(previews, "decode_stored_image", lambda f: decodes.append(f) or original(f))
+    url = f"/datasets/{image.dataset.id.hex}/images/{image.id.hex}/display/"
+
+    first = alice_client.get(url)
+    second = alice_client.get(url)
+
+    assert first.status_code == second.status_code == 200
+    assert first["Content-Type"] == "image/png" and first.content == second.content
+    assert len(decodes) == 1  # the second request read the stored PNG
+    expected = previews.working_size(*size)
+    assert Image.open(io.BytesIO(second.content)).size == expected
+
+
+def test_the_display_view_counts_against_the_previews_throttle(alice, alice_client, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "previews": "1/min"},
+    }
+    image = _tiff_image(alice, 40, 30)
+    url = f"/datasets/{image.dataset.id.hex}/images/{image.id.hex}/display/"
+
+    assert alice_client.get(url).status_code == 200
+    over = alice_client.get(url)
+    assert over.status_code == 429 and over.json()["limit"] == "THROTTLE_PREVIEWS"
