@@ -1,10 +1,14 @@
-"""The login page and the token endpoint, throttled per client IP and guarded by the failed-login lockout.
+"""The login pages and the token endpoint, throttled per client IP and guarded by the failed-login lockout.
 
-Both count against the ``login`` scope (THROTTLE_LOGIN, per IP: they are anonymous) and answer a locked-out
-(username, IP) with 429 before checking the password (``samsite.login_guard``).
+The site's login page, the browsable API's (``/api/auth/login/``), the admin's (``/admin/login/``) and the
+token endpoint all count against the ``login`` scope (THROTTLE_LOGIN, per IP: they are anonymous); the lockout
+(``samsite.login_guard``) is the authentication backend, and the site's page and the token endpoint answer a
+locked-out login with a clear 429 before checking the password.
 """
 
 from __future__ import annotations
+
+import functools
 
 from django.contrib.auth import views as auth_views
 from django.http import JsonResponse
@@ -42,6 +46,21 @@ class TokenView(ObtainAuthToken):
             body = lockout_detail(request, username)
             return JsonResponse(body, status=429, headers={"Retry-After": str(body["retry_after"])})
         return super().post(request, *args, **kwargs)
+
+
+def login_throttled(view_func):
+    """Count a login view's POSTs against the per-IP ``login`` scope (429 JSON beyond it); for the login views
+    that are not this module's own (the admin's)."""
+
+    @functools.wraps(view_func)
+    def wrapper(request, *args, **kwargs):
+        if request.method == "POST":
+            throttle = ScopeThrottle(LOGIN)
+            if not throttle.allow_request(request, None):
+                return throttled_response(LOGIN, throttle.wait())
+        return view_func(request, *args, **kwargs)
+
+    return wrapper
 
 
 class LoginView(auth_views.LoginView):

@@ -54,7 +54,7 @@ from datasets.selectors import (
 from samsite.common.db import parse_uuid
 from samsite.common.errors import ServiceError
 from samsite.common.fields import ErrorSerializer
-from samsite.common.throttles import JOBS, ScopedRateThrottle
+from samsite.common.throttles import DOWNLOADS, JOBS, ScopedRateThrottle
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(
@@ -278,6 +278,9 @@ class VariantMaskApi(_BinaryApi):
 
 @extend_schema(tags=["jobs"])
 class JobDownloadApi(_BinaryApi):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = DOWNLOADS
+
     @extend_schema(
         parameters=[_JOB_ID],
         responses={
@@ -293,6 +296,9 @@ class JobDownloadApi(_BinaryApi):
 
 @extend_schema(tags=["jobs"])
 class JobExportApi(_BinaryApi):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = DOWNLOADS
+
     @extend_schema(
         parameters=[
             _JOB_ID,

@@ -2,7 +2,7 @@
 settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], README "Configuration").
 
 Scopes: ``uploads`` (uploads, prewarm, precompute), ``previews`` (segment, edit previews, template masks),
-``jobs`` (job creation and retry), ``login`` (token and login attempts, per IP). The REST API, the seed API and
+``jobs`` (job creation and retry), ``downloads`` (job ZIPs and exports), ``login`` (token and login attempts, per IP). The REST API, the seed API and
 the pages count against the same per-user budget: one cache key per scope and user (DRF's
 ``throttle_<scope>_<user pk>``), counted in a window of the rate's period by the atomic shared counters
 of ``samsite.common.counters`` (database, or Redis when REDIS_URL is set): one increment per request, checked
@@ -32,6 +32,7 @@ UPLOADS = "uploads"
 PREVIEWS = "previews"
 JOBS = "jobs"
 LOGIN = "login"
+DOWNLOADS = "downloads"
 
 
 def rate_for(scope: str) -> str:

@@ -283,3 +283,99 @@ def test_the_display_view_counts_against_the_previews_throttle(alice, alice_clie
     assert alice_client.get(url).status_code == 200
     over = alice_client.get(url)
     assert over.status_code == 429 and over.json()["limit"] == "THROTTLE_PREVIEWS"
+
+
+# --- item 9: the seed streams count in the SSE cap ---------------------------------------------------------
+
+
+def test_the_seed_streams_count_in_the_stream_cap(alice, alice_api, image, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from datasets.jobs.events import stream_slot_acquire, stream_slot_release
+    from tests.fixtures.images import png_bytes
+
+    settings.SSE_MAX_CONNECTIONS_PER_USER = 1
+    add_templates(image.dataset, 1)
+    dataset_id = image.dataset.id.hex
+    stream_slot_acquire(alice)  # another tab holds the only stream
+
+    refused = [
+        alice_api.post("/sam/dataset/prewarm", {"dataset_id": dataset_id}, format="json"),
+        alice_api.post("/sam/dataset/apply_stream", {"dataset_id": dataset_id}, format="json"),
+        alice_api.post(
+            "/sam/batch_process_stream",
+            {"images": [SimpleUploadedFile("a.png", png_bytes())]},
+            format="multipart",
+        ),
+    ]
+
+    for response in refused:
+        assert response.status_code == 429, response.content[:200]
+        body = response.json()
+        assert body["error"] == "too_many_streams" and body["setting"] == "SSE_MAX_CONNECTIONS_PER_USER"
+        assert "SSE_MAX_CONNECTIONS_PER_USER" in body["detail"]
+    assert not image.dataset.jobs.exists()  # apply_stream refused before it queued a job
+    stream_slot_release(alice)
+    accepted = alice_api.post("/sam/dataset/prewarm", {"dataset_id": dataset_id}, format="json")
+    assert accepted.status_code == 200 and accepted["Content-Type"].startswith("text/event-stream")
+
+
+def _rates(settings, **rates):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], **rates},
+    }
+
+
+@pytest.mark.parametrize("path", ["/api/auth/login/", "/admin/login/"])
+def test_every_login_form_gets_the_per_ip_login_throttle(client, settings, path):
+    _rates(settings, login="2/min")
+    statuses = [
+        client.post(path, {"username": "nobody", "password": "x"}, REMOTE_ADDR="10.5.5.5").status_code
+        for _ in range(3)
+    ]
+    other_ip = client.post(path, {"username": "nobody", "password": "x"}, REMOTE_ADDR="10.5.5.6")
+
+    assert statuses[:2] == [200, 200] and statuses[2] == 429
+    assert other_ip.status_code == 200
+    assert client.get(path).status_code in (200, 302)  # the form still renders
+
+
+def test_the_preview_template_limit_applies_when_templates_are_omitted(alice_api, image, settings):
+    settings.MAX_TEMPLATES_PER_PREVIEW = 2
+    add_templates(image.dataset, 3)
+
+    response = alice_api.post(f"/api/datasets/{image.dataset.id.hex}/preview/", {}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "too_many_templates"
+    assert response.json()["limit"] == "MAX_TEMPLATES_PER_PREVIEW"
+
+
+def test_the_image_file_is_sent_under_its_stored_suffix_not_the_clients(alice_api, alice):
+    image = DatasetImageFactory(
+        dataset=DatasetFactory(owner=alice), filename="x.html", original_filename="x.html"
+    )
+
+    response = alice_api.get(f"/api/images/{image.id.hex}/file/?download=1")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert 'filename="x.png"' in response["Content-Disposition"]
+    assert ".html" not in response["Content-Disposition"]
+
+
+def test_the_export_and_the_zip_count_against_the_downloads_throttle(alice_api, image, settings):
+    from datasets.jobs.services import job_create
+
+    _rates(settings, downloads="1/min")
+    add_templates(image.dataset, 1)
+    job = job_create(dataset=image.dataset, owner=image.dataset.owner)
+
+    first = alice_api.get(f"/api/jobs/{job.id.hex}/export/?format=coco")
+    over = alice_api.get(f"/api/jobs/{job.id.hex}/export/?format=coco")
+    zip_over = alice_api.get(f"/api/jobs/{job.id.hex}/download/")
+
+    assert first.status_code == 200, first.content[:200]
+    for response in (over, zip_over):
+        assert response.status_code == 429 and response.json()["limit"] == "THROTTLE_DOWNLOADS"
