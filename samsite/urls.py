@@ -15,7 +15,10 @@ urlpatterns = [
     path("api/", ApiRootView.as_view(), name="api-root"),
     path("api/auth/token/", TokenView.as_view(), name="api-token"),
     # Log in / log out links of the browsable API (session auth, for people exploring /api/ in a browser).
-    path("api/auth/login/", LoginView.as_view(template_name="rest_framework/login.html")),
+    path(
+        "api/auth/login/",
+        LoginView.as_view(template_name="rest_framework/login.html", redirect_authenticated_user=False),
+    ),
     path("api/auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
