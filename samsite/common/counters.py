@@ -28,6 +28,11 @@ from django.db import connections, models, router
 KEY_MAX_LENGTH = 200
 
 
+def _now() -> float:
+    """The clock of the database counters (one function, so tests can move it)."""
+    return time.time()
+
+
 class Counter(models.Model):
     """One counter: its key, its count, and when it expires (Unix seconds). Expired rows are restarted on
     their next increment and deleted now and then (:func:`counters_prune`)."""
@@ -80,7 +85,7 @@ def _db_add(key: str, delta: int, ttl: float, refresh: bool) -> int:
     connection = _db()
     quote = connection.ops.quote_name
     table, k, c, e = (quote(name) for name in (Counter._meta.db_table, "key", "count", "expires_at"))
-    now = time.time()
+    now = _now()
     # One statement, so concurrent increments serialise on the row; ``excluded`` is the row the INSERT
     # proposed, and an expired row restarts from it.
     sql = (
@@ -140,7 +145,7 @@ def counter_subtract(key: str, delta: int = 1) -> int | None:
     from django.db.models import F
     from django.db.models.functions import Greatest
 
-    live = Counter.objects.filter(key=key, expires_at__gt=time.time())
+    live = Counter.objects.filter(key=key, expires_at__gt=_now())
     if not live.update(count=Greatest(F("count") - int(delta), 0)):
         return None
     return live.values_list("count", flat=True).first()
@@ -156,7 +161,7 @@ def counter_get_many(keys) -> dict[str, int]:
     if client is not None:
         values = client.mget([_redis_key(key) for key in keys])
         return {wanted[key]: int(value) for key, value in zip(keys, values, strict=True) if value is not None}
-    rows = Counter.objects.filter(key__in=keys, expires_at__gt=time.time()).values_list("key", "count")
+    rows = Counter.objects.filter(key__in=keys, expires_at__gt=_now()).values_list("key", "count")
     return {wanted[key]: count for key, count in rows}
 
 
@@ -174,7 +179,7 @@ def counter_expires_in(key: str) -> float | None:
     expires = Counter.objects.filter(key=key).values_list("expires_at", flat=True).first()
     if expires is None:
         return None
-    left = expires - time.time()
+    left = expires - _now()
     return left if left > 0 else None
 
 
@@ -191,5 +196,5 @@ def counters_prune() -> int:
     """Delete expired database counters (Redis expires its own); returns how many went."""
     if _redis_client() is not None:
         return 0
-    deleted, _ = Counter.objects.filter(expires_at__lte=time.time()).delete()
+    deleted, _ = Counter.objects.filter(expires_at__lte=_now()).delete()
     return deleted

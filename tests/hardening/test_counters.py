@@ -88,7 +88,7 @@ def test_a_counter_keeps_its_expiry_and_restarts_after_it(backend, monkeypatch):
     assert counters.counter_subtract(key, 5) == 0  # never below zero
     if backend == "database":
         now = time.time()
-        monkeypatch.setattr(counters.time, "time", lambda: now + 901)
+        monkeypatch.setattr(counters, "_now", lambda: now + 901)
         assert counters.counter_get(key) == 0
         assert counters.counter_add(key, ttl=900) == 1  # an expired window restarts
         assert counters.counter_subtract(f"test-{uuid.uuid4().hex}") is None
@@ -196,3 +196,17 @@ def test_parallel_requests_get_exactly_the_throttle_rate(settings, monkeypatch):
         api_settings.reload()
 
     assert results.count(True) == 4 and results.count(False) == THREADS - 4
+
+
+def test_prune_deletes_expired_counters(settings, monkeypatch):
+    from django.core.management import call_command
+
+    settings.REDIS_URL = None
+    counters.counter_add("test-live", ttl=600)
+    counters.counter_add("test-old", ttl=1)
+    now = time.time()
+    monkeypatch.setattr(counters, "_now", lambda: now + 5)
+
+    call_command("prune", "--days", "30")
+
+    assert set(counters.Counter.objects.values_list("key", flat=True)) == {"test-live"}
