@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, DatasetImage
-from datasets.prompts import box_from_input, points_from_input
+from datasets.prompts import box_from_input, check_id_list, check_templates_per_preview, points_from_input
 from datasets.segmentation import app_segmenter_status, available_models, site_checkpoint_name
 from datasets.selection import templates_from_input
 from datasets.selectors import (
@@ -273,6 +273,8 @@ class DatasetViewSet(viewsets.GenericViewSet):
 
     def _preview_specs(self, dataset: Dataset, items: object) -> list[TemplateSpec]:
         if items is None:
+            # Every template of the dataset: the same MAX_TEMPLATES_PER_PREVIEW as a listed selection.
+            check_templates_per_preview(dataset.templates.count())
             selection = [(template, None) for template in dataset.templates.order_by("position")]
         else:
             selection = templates_from_input(dataset, items, validate_edits=True)
@@ -288,6 +290,13 @@ class DatasetViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def prewarm(self, request, dataset_id=None):
         dataset = self.get_object()
+        check_id_list(
+            request.data.get("image_ids") if hasattr(request.data, "get") else None,
+            field="image_ids",
+            setting="MAX_IMAGES_PER_DATASET",
+            what="images",
+            duplicate_code="duplicate_image",
+        )
         data = _valid(PrewarmRequestSerializer, request.data)
         if "image_ids" in data:
             images = []

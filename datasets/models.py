@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 
 from datasets.image_io import safe_suffix
+from samsite.common.counters import Counter  # noqa: F401  (registered here: the shared limits' counters)
 from samsite.common.db import BaseModel
 from samsite.common.errors import ServiceError
 

@@ -71,6 +71,42 @@ def check_templates_per_preview(count: int) -> None:
         )
 
 
+def check_id_list(
+    values: object,
+    *,
+    field: str,
+    setting: str,
+    what: str,
+    id_key: str | None = None,
+    duplicate_code: str,
+) -> None:
+    """Refuse a list of ids longer than ``settings.<setting>`` (``too_many_<what>``) or naming one id twice
+    (``duplicate_code`` with the ``index``), before any of them is looked up. Entries may be ids or objects
+    whose ``id_key`` (or ``"id"``) holds the id; anything else is left to the caller's own validation."""
+    if not isinstance(values, list):
+        return
+    limit = getattr(settings, setting)
+    if len(values) > limit:
+        raise ServiceError(
+            f"too_many_{what}",
+            f"{len(values)} {what}; a request may name at most {limit} ({setting})",
+            field=field,
+            limit=setting,
+            max=limit,
+        )
+    from samsite.common.db import parse_uuid
+
+    seen: set = set()
+    for index, entry in enumerate(values):
+        raw = entry.get(id_key or "id", entry.get("id")) if isinstance(entry, dict) else entry
+        if not isinstance(raw, str):
+            continue
+        key = parse_uuid(raw) or raw
+        if key in seen:
+            raise ServiceError(duplicate_code, f"{what[:-1]} listed twice", field=field, index=index)
+        seen.add(key)
+
+
 def points_to_json(points: list[Point]) -> list[dict]:
     return [{"x_norm": p.x_norm, "y_norm": p.y_norm, "positive": p.positive} for p in points]
 

@@ -6,13 +6,14 @@ REST API, the pages and the seed-compatible API refuse the same inputs with the 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from datasets.models import ComposeMode, Dataset, DatasetImage, ImageClass
-from samsite.common.fields import BoxField, EditsField, SegmentPointsField
+from samsite.common.fields import BoxField, EditsField, LimitedJSONField, SegmentPointsField
 
 CLASS_CHOICES = ImageClass.choices
 
@@ -206,7 +207,7 @@ class PreviewTemplateSerializer(serializers.Serializer):
 
 
 @extend_schema_field(PreviewTemplateSerializer(many=True))
-class PreviewTemplatesField(serializers.JSONField):
+class PreviewTemplatesField(LimitedJSONField):
     """Raw JSON checked item by item by the view, which reports the index of a bad entry."""
 
 
@@ -241,8 +242,9 @@ class EditPreviewResponseSerializer(serializers.Serializer):
 
 class PrewarmRequestSerializer(serializers.Serializer):
     image_ids = serializers.ListField(
-        child=serializers.CharField(),
+        child=serializers.CharField(max_length=64),
         required=False,
+        max_length=settings.MAX_IMAGES_PER_DATASET,
         help_text="Images of this dataset; omitted: all of them.",
     )
 

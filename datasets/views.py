@@ -6,6 +6,8 @@ DRF views, so scripts can use token authentication and pages the session cookie;
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -49,6 +51,14 @@ def file_response(request, file, *, filename: str, content_type: str | None = No
     return response
 
 
+def served_filename(display_name: str, stored_name: str) -> str:
+    """The name a file is sent under: the display name's stem with the *stored* suffix (taken from the
+    decoded format at upload), never the client's own extension (``x.html`` holding a PNG is ``x.png``)."""
+    suffix = PurePosixPath(stored_name).suffix.lower()
+    stem = PurePosixPath(display_name or "").stem or PurePosixPath(stored_name).stem or "image"
+    return f"{stem}{suffix}"
+
+
 _DOWNLOAD_PARAM = OpenApiParameter(
     "download", OpenApiTypes.BOOL, OpenApiParameter.QUERY, description="Send as an attachment (save dialog)."
 )
@@ -85,7 +95,10 @@ class ImageFileView(_ImageFileView):
     def get(self, request, image_id: str):
         image = self._image(request, image_id)
         response = file_response(
-            request, image.file, filename=image.filename, download=self._download(request)
+            request,
+            image.file,
+            filename=served_filename(image.filename, image.file.name),
+            download=self._download(request),
         )
         response["ETag"] = f'"{image.sha256}"'
         return response

@@ -26,7 +26,7 @@ from datasets.selectors import (
     job_items_done_count,
     variant_list_for_job_images,
 )
-from datasets.services.previews import segment_preview
+from datasets.services.previews import image_display_png, segment_preview
 from datasets.services.uploads import sanitize_filename
 from imaging.codecs import b64encode, encode_mask_png, make_thumbnail
 from imaging.edits import EDIT_FIELDS, NEUTRAL_VALUES
@@ -205,7 +205,8 @@ def browser_displayable(image: DatasetImage) -> bool:
 
 
 def display_png(image: DatasetImage) -> bytes:
-    return png_bytes(decode_stored_image(image.file).rgb)
+    """The page's PNG of an image browsers cannot draw: stored once (``image_display_png``), then read."""
+    return image_display_png(image=image)
 
 
 def segment_json(preview) -> dict:

@@ -28,10 +28,18 @@ from typing import Any
 import cv2
 import numpy as np
 from asgiref.sync import sync_to_async
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 
 from datasets.image_io import decode_stored_image, read_file_bytes
-from datasets.jobs.events import EVENT_DONE, EVENT_ITEM, job_channel
+from datasets.jobs.events import (
+    EVENT_DONE,
+    EVENT_ITEM,
+    TooManyStreams,
+    job_channel,
+    stream_slot_acquire,
+    too_many_streams_response,
+    with_stream_slot,
+)
 from datasets.jobs.outputs import recent_outputs
 from datasets.jobs.relay import relay_events
 from datasets.models import STACK_TEMPLATE_KEY, GenerationJob, ItemStatus, JobItem, Variant
@@ -62,11 +70,27 @@ def sse_open(comment: str) -> str:
     return f": {comment}\nretry: {RETRY_MS}\n\n"
 
 
-def event_stream_response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
+def stream_slot_or_refusal(user) -> HttpResponse | None:
+    """Take one of ``user``'s open-stream slots (SSE_MAX_CONNECTIONS_PER_USER, shared with the REST and page
+    streams); the 429 JSON answer when none is left."""
+    try:
+        stream_slot_acquire(user)
+    except TooManyStreams as exc:
+        return too_many_streams_response(exc)
+    return None
+
+
+def event_stream_response(stream: AsyncIterator[str], *, user, slot_held: bool = False) -> HttpResponse:
+    """The SSE response over ``stream``, holding one of ``user``'s stream slots while it is sent (taken here
+    unless the caller already took it with :func:`stream_slot_or_refusal`)."""
+    if not slot_held:
+        refusal = stream_slot_or_refusal(user)
+        if refusal is not None:
+            return refusal
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    return response
+    return with_stream_slot(user, response)
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,7 @@ REST_FRAMEWORK = {
         "previews": env_str("THROTTLE_PREVIEWS") or "1200/min",
         "jobs": env_str("THROTTLE_JOBS") or "30/min",
         "login": env_str("THROTTLE_LOGIN") or "30/min",
+        "downloads": env_str("THROTTLE_DOWNLOADS") or "60/min",
     },
     "EXCEPTION_HANDLER": "samsite.common.api.exception_handler",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from datasets.serializers import CLASS_CHOICES
-from samsite.common.fields import BoxField, EditsField, PointsField
+from samsite.common.fields import BoxField, EditsField, LimitedJSONField, PointsField
 from templates_app.models import Template
 
 
@@ -66,7 +66,7 @@ class TemplateWriteSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Optional box prompt [x0, y0, x1, y1] normalised to [0, 1]; null removes it.",
     )
-    mask_choice = serializers.JSONField(
+    mask_choice = LimitedJSONField(
         required=False,
         help_text='The candidate jobs use: "best" (highest score) or 0, 1, 2 (SAM\'s candidates by granularity).',
     )

@@ -14,12 +14,14 @@ from rest_framework import generics, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from datasets.jobs.downloads import job_zip_response, variant_file_response
 from datasets.jobs.events import (
+    InvalidEventId,
     TooManyStreams,
+    check_last_event_ids,
+    invalid_event_id_response,
     job_channel,
     job_first_event_id,
     stream_slot_acquire,
@@ -39,6 +41,7 @@ from datasets.jobs.serializers import (
 )
 from datasets.jobs.services import job_cancel, job_create, job_retry_failed
 from datasets.models import STACK_TEMPLATE_KEY
+from datasets.prompts import check_id_list
 from datasets.selection import templates_from_input
 from datasets.selectors import (
     dataset_get_for_user,
@@ -50,7 +53,8 @@ from datasets.selectors import (
 )
 from samsite.common.db import parse_uuid
 from samsite.common.errors import ServiceError
-from samsite.common.throttles import JOBS
+from samsite.common.fields import ErrorSerializer
+from samsite.common.throttles import DOWNLOADS, JOBS, ScopedRateThrottle
 
 _JOB_ID = OpenApiParameter("job_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Job id (hex).")
 _DATASET_ID = OpenApiParameter(
@@ -95,6 +99,14 @@ class DatasetJobListCreateApi(generics.ListAPIView):
     )
     def post(self, request: Request, dataset_id: str) -> Response:
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
+        check_id_list(
+            request.data.get("templates") if hasattr(request.data, "get") else None,
+            field="templates",
+            setting="MAX_TEMPLATES_PER_DATASET",
+            what="templates",
+            id_key="template_id",
+            duplicate_code="duplicate_template",
+        )
         serializer = JobCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -266,6 +278,9 @@ class VariantMaskApi(_BinaryApi):
 
 @extend_schema(tags=["jobs"])
 class JobDownloadApi(_BinaryApi):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = DOWNLOADS
+
     @extend_schema(
         parameters=[_JOB_ID],
         responses={
@@ -281,6 +296,9 @@ class JobDownloadApi(_BinaryApi):
 
 @extend_schema(tags=["jobs"])
 class JobExportApi(_BinaryApi):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = DOWNLOADS
+
     @extend_schema(
         parameters=[
             _JOB_ID,
@@ -340,6 +358,9 @@ class JobEventsApi(_BinaryApi):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, "server-sent events"),
+            400: OpenApiResponse(
+                ErrorSerializer, "invalid_event_id: a malformed lastEventId / Last-Event-ID"
+            ),
             429: TooManyStreamsSerializer,
         },
         description="Live events of the job (server-sent events; needs an ASGI server). Event types: "
@@ -349,6 +370,10 @@ class JobEventsApi(_BinaryApi):
         job = job_get_for_user(user=request.user, job_id=job_id)
         django_request = request._request
         strip_stream_overrides(django_request)
+        try:
+            check_last_event_ids(django_request)
+        except InvalidEventId as exc:
+            return invalid_event_id_response(exc)
         if not django_request.META.get("HTTP_LAST_EVENT_ID") and not any(
             django_request.GET.getlist("lastEventId")
         ):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import NotRequired, TypedDict
 
@@ -326,8 +327,34 @@ def item_payload(job, item, variants) -> ItemEvent:
 # --- Serving event streams ---------------------------------------------------------------------------------
 
 #: Query parameters django-eventstream would honour but that must never reach it: ``es-meta`` is a token that
-#: replaces the request's user and channel list (signed with SECRET_KEY), ``channel`` adds channels.
-_UNTRUSTED_STREAM_PARAMS = ("es-meta", "channel", "channels")
+#: replaces the request's user and channel list (signed with SECRET_KEY), ``channel`` adds channels,
+#: ``recover`` and ``link`` belong to a GRIP proxy (Pushpin/Fanout), which this deployment does not have
+#: (``recover=true`` read ``request.grip``: a 500).
+_UNTRUSTED_STREAM_PARAMS = ("es-meta", "channel", "channels", "recover", "link")
+
+#: One ``<channel>:<sequence>`` part of an event id (django-eventstream joins a part per channel with ",").
+_EVENT_ID_PART = re.compile(r"[^:,\s]{1,200}:[0-9]{1,18}")
+
+
+class InvalidEventId(ValueError):
+    """A ``lastEventId`` / ``Last-Event-ID`` that is not an id this server sent."""
+
+
+def check_last_event_ids(request) -> None:
+    """Raise InvalidEventId unless every ``lastEventId`` and the ``Last-Event-ID`` header are event ids of the
+    form this server sends (``<channel>:<n>[,<channel>:<n>...]``). Empty values mean "from the start"."""
+    values = [request.META.get("HTTP_LAST_EVENT_ID") or "", *request.GET.getlist("lastEventId")]
+    for value in values:
+        if value and not all(_EVENT_ID_PART.fullmatch(part) for part in value.split(",")):
+            raise InvalidEventId(
+                "lastEventId / Last-Event-ID must be an event id this stream sent (<channel>:<number>)"
+            )
+
+
+def invalid_event_id_response(exc: InvalidEventId):
+    from django.http import JsonResponse
+
+    return JsonResponse({"error": "invalid_event_id", "detail": str(exc), "field": "lastEventId"}, status=400)
 
 
 def strip_stream_overrides(request) -> None:
@@ -352,32 +379,24 @@ def _slot_key(user_id) -> str:
 
 
 def stream_slot_acquire(user) -> None:
-    """Count one more open stream for ``user`` in the shared cache (every process sees it); raise TooManyStreams
-    beyond the limit. Released by ``stream_slot_release``; a count leaked by a crashed process expires."""
+    """Reserve one more open stream for ``user`` with an atomic shared counter (every process sees it), then
+    check it: beyond SSE_MAX_CONNECTIONS_PER_USER the reservation is given back and TooManyStreams raised, so N
+    parallel requests get exactly the limit. Released by ``stream_slot_release``; a count leaked by a crashed
+    process expires SSE_SLOT_TTL_SECONDS after the user's last stream opened."""
     from django.conf import settings
-    from django.core.cache import cache
 
-    key, ttl = _slot_key(user.pk), settings.SSE_SLOT_TTL_SECONDS
-    cache.add(key, 0, ttl)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, ttl)
-        count = 1
+    from samsite.common.counters import counter_add
+
+    count = counter_add(_slot_key(user.pk), ttl=settings.SSE_SLOT_TTL_SECONDS, refresh=True)
     if count > settings.SSE_MAX_CONNECTIONS_PER_USER:
         stream_slot_release(user)
         raise TooManyStreams(settings.SSE_MAX_CONNECTIONS_PER_USER)
-    cache.touch(key, ttl)
 
 
 def stream_slot_release(user) -> None:
-    from django.core.cache import cache
+    from samsite.common.counters import counter_subtract
 
-    try:
-        if cache.decr(_slot_key(user.pk)) < 0:
-            cache.set(_slot_key(user.pk), 0)
-    except ValueError:
-        pass
+    counter_subtract(_slot_key(user.pk))
 
 
 def too_many_streams_response(exc: TooManyStreams):
@@ -385,7 +404,12 @@ def too_many_streams_response(exc: TooManyStreams):
 
     from datasets.jobs.serializers import TooManyStreamsSerializer  # it imports this module
 
-    body = {"error": "too_many_streams", "detail": str(exc), "limit": exc.limit}
+    body = {
+        "error": "too_many_streams",
+        "detail": f"{exc} (SSE_MAX_CONNECTIONS_PER_USER)",
+        "limit": exc.limit,
+        "setting": "SSE_MAX_CONNECTIONS_PER_USER",
+    }
     return JsonResponse(TooManyStreamsSerializer(body).data, status=429)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import get_type_hints
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -12,16 +13,14 @@ from rest_framework import serializers
 from datasets.jobs.events import Counters, job_counters, job_first_event_id, job_last_event_id
 from datasets.jobs.services import job_queue_position
 from datasets.models import ComposeMode, GenerationJob, ItemStatus, JobItem, OutputFormat, Variant
-from samsite.common.fields import ErrorSerializer
+from samsite.common.fields import ErrorSerializer, LimitedJSONField
 
 MAX_ERRORS_SHOWN = 100
 
 
 class JobTemplateInputSerializer(serializers.Serializer):
     template_id = serializers.CharField(max_length=64)
-    edits = serializers.JSONField(
-        required=False, allow_null=True, help_text="Edit values; omitted = defaults."
-    )
+    edits = LimitedJSONField(required=False, allow_null=True, help_text="Edit values; omitted = defaults.")
 
     def validate_edits(self, value):
         if value is not None and not isinstance(value, dict):
@@ -33,6 +32,7 @@ class JobCreateSerializer(serializers.Serializer):
     templates = JobTemplateInputSerializer(
         many=True,
         required=False,
+        max_length=settings.MAX_TEMPLATES_PER_DATASET,
         help_text="Templates to apply with their edits; omitted = all, with defaults.",
     )
     compose = serializers.ChoiceField(choices=ComposeMode.choices, default=ComposeMode.STACK)
@@ -45,6 +45,9 @@ class TooManyStreamsSerializer(ErrorSerializer):
 
     limit = serializers.IntegerField(
         help_text="Streams one user may have open (SSE_MAX_CONNECTIONS_PER_USER)."
+    )
+    setting = serializers.CharField(
+        help_text='The setting that configures it: "SSE_MAX_CONNECTIONS_PER_USER".'
     )
 
 

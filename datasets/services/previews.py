@@ -265,6 +265,22 @@ def working_image(image: DatasetImage) -> DecodedImage:
     return DecodedImage(rgb=rgb, is_grayscale=full.is_grayscale, format=full.format)
 
 
+def image_display_png(*, image: DatasetImage) -> bytes:
+    """A PNG of ``image`` for pages whose browsers cannot draw the original (TIFF): the stored working copy
+    (the image at most PREVIEW_MAX_SIDE on its longest side, made from one full decode on first use and kept
+    with the image), so showing the image again never decodes the original. Page points are normalised, so
+    the smaller size changes nothing they capture."""
+    name = working_copy_name(image.file.name, image.dataset_id.hex)
+    with contextlib.suppress(OSError), default_storage.open(name, "rb") as handle:
+        return handle.read()
+    fits = working_size(image.width, image.height) == (image.width, image.height)
+    decoded = working_image(image)  # stores the copy when the image is larger than PREVIEW_MAX_SIDE
+    data = encode_image(decoded.rgb, "png")
+    if fits:
+        _store_working_copy(name, data)
+    return data
+
+
 def _store_working_copy(name: str, data: bytes) -> None:
     try:
         default_storage.delete(name)

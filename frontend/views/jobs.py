@@ -13,7 +13,14 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from datasets.jobs.events import job_channel, job_last_event_id, sse_response
+from datasets.jobs.events import (
+    InvalidEventId,
+    check_last_event_ids,
+    invalid_event_id_response,
+    job_channel,
+    job_last_event_id,
+    sse_response,
+)
 from datasets.jobs.relay import parse_event_id
 from datasets.jobs.services import job_cancel, job_retry_failed
 from datasets.selectors import (
@@ -91,6 +98,10 @@ def job_events(request, job_id):
     """The job page's SSE stream (session auth): the job's events after ``lastEventId`` (query or header),
     rendered as HTML fragments by ``frontend.live``. The ownership accessor runs first (404 for a foreign job)."""
     job = job_get_for_user(user=request.user, job_id=job_id)
+    try:
+        check_last_event_ids(request)
+    except InvalidEventId as exc:
+        return invalid_event_id_response(exc)
     last = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
     after = parse_event_id(last, job_channel(job.id))
     return sse_response(request, live.page_event_stream(job.id, after=after))

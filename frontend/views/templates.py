@@ -60,6 +60,7 @@ def segmenter_help(request):
 
 @login_required
 @require_GET
+@scoped_throttle(PREVIEWS)
 def image_display(request, dataset_id, image_id):
     """The image in a format every browser draws: the original file when it is one, else a PNG of it (TIFF)."""
     dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)

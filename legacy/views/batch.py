@@ -80,4 +80,4 @@ class BatchProcessStreamView(_BatchView):
     """POST batch_process_stream: as batch_process, one SSE event per file as it is done, then ``[DONE]``."""
 
     def post(self, request: Request):
-        return event_stream_response(calls_stream("batch", self.batch_calls()))
+        return event_stream_response(calls_stream("batch", self.batch_calls()), user=request.user)

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from datasets.image_io import read_file_bytes
+from datasets.jobs.events import stream_slot_release
 from datasets.jobs.services import job_create
 from datasets.jobs.snapshots import spec_for_template
 from datasets.models import Dataset, JobSource, image_class_from_input
@@ -40,7 +41,13 @@ from imaging.codecs import b64encode, encode_image, encode_mask_png
 from imaging.errors import EditValidationError
 from imaging.pipeline import output_pixels
 from legacy.http import SeedUploadView, SeedView, as_bool, seed_error
-from legacy.streams import Rendition, event_stream_response, iterator_stream, job_relay
+from legacy.streams import (
+    Rendition,
+    event_stream_response,
+    iterator_stream,
+    job_relay,
+    stream_slot_or_refusal,
+)
 from legacy.wire import (
     MESSAGE_AS_CODE,
     image_event,
@@ -298,7 +305,7 @@ class PrewarmView(SeedView):
             lambda: {"done": True, **counts},
             on_error,
         )
-        return event_stream_response(stream)
+        return event_stream_response(stream, user=request.user)
 
 
 class ApplyStreamView(SeedView):
@@ -329,15 +336,25 @@ class ApplyStreamView(SeedView):
             quality=settings.SEED_OUTPUT_QUALITY,
             max_side=settings.SEED_MAX_SIDE,
         )
-        job = job_create(
-            dataset=dataset,
-            owner=request.user,
-            templates=selection,
-            output_format=output_format,
-            export_mask=as_bool(data.get("export_mask")),
-            source=JobSource.SEED,
-            strict_edits=False,
+        # The stream slot first: a user at SSE_MAX_CONNECTIONS_PER_USER gets a 429 and no job.
+        refusal = stream_slot_or_refusal(request.user)
+        if refusal is not None:
+            return refusal
+        try:
+            job = job_create(
+                dataset=dataset,
+                owner=request.user,
+                templates=selection,
+                output_format=output_format,
+                export_mask=as_bool(data.get("export_mask")),
+                source=JobSource.SEED,
+                strict_edits=False,
+            )
+        except BaseException:
+            stream_slot_release(request.user)
+            raise
+        response = event_stream_response(
+            job_relay(job.id, rendition=rendition), user=request.user, slot_held=True
         )
-        response = event_stream_response(job_relay(job.id, rendition=rendition))
         response["X-Job-Id"] = job.id.hex
         return response

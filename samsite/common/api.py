@@ -7,6 +7,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
@@ -33,7 +34,18 @@ def exception_handler(exc, context):
         set_rollback()
         response = Response(status=info.status)
     response.data = info.body()
+    _render_as_json(context.get("request"))
     return response
+
+
+def _render_as_json(request) -> None:
+    """Errors are JSON whatever the client's Accept header asked (the browsable API stays for successes):
+    ``finalize_response`` renders with the request's accepted renderer, so that is what is replaced."""
+    if request is None:
+        return
+    renderer = JSONRenderer()
+    request.accepted_renderer = renderer
+    request.accepted_media_type = renderer.media_type
 
 
 class LenientContentNegotiation(DefaultContentNegotiation):

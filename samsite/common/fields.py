@@ -10,6 +10,36 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from imaging.edits import EDIT_FIELDS, EDIT_RANGES
+from samsite.common.parsers import JSONTooDeep, loads_limited
+
+
+class LimitedJSONField(serializers.JSONField):
+    """DRF's JSONField whose form-encoded (string) values are parsed by the project's depth-limited loader.
+
+    DRF's own field calls plain ``json.loads`` on a form or multipart value, so a 100k-deep string raised
+    RecursionError (a 500). Too deep or malformed is a 400 ``validation_error`` naming the field."""
+
+    default_error_messages = {
+        "invalid": "Value must be valid JSON.",
+        "too_deep": "JSON nested deeper than {limit} levels (MAX_JSON_DEPTH).",
+    }
+
+    def to_internal_value(self, data):
+        if self.binary or getattr(data, "is_json_string", False):
+            if isinstance(data, bytes):
+                try:
+                    data = data.decode()
+                except UnicodeDecodeError:
+                    self.fail("invalid")
+            try:
+                return loads_limited(str(data))
+            except JSONTooDeep:
+                from samsite.common.parsers import max_json_depth
+
+                self.fail("too_deep", limit=max_json_depth())
+            except (TypeError, ValueError):
+                self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class PointSerializer(serializers.Serializer):
@@ -46,7 +76,7 @@ class EditsSerializer(serializers.Serializer):
 
 
 @extend_schema_field(PointSerializer(many=True))
-class PointsField(serializers.JSONField):
+class PointsField(LimitedJSONField):
     """Raw JSON handed to the service, which reports the index of a bad point."""
 
 
@@ -60,17 +90,17 @@ class PointsField(serializers.JSONField):
         "description": "Box prompt [x0, y0, x1, y1] normalised to [0, 1].",
     }
 )
-class BoxField(serializers.JSONField):
+class BoxField(LimitedJSONField):
     """Raw JSON handed to the box parser (``datasets.prompts.box_from_input``)."""
 
 
 @extend_schema_field(SegmentPointSerializer(many=True))
-class SegmentPointsField(serializers.JSONField):
+class SegmentPointsField(LimitedJSONField):
     """Raw JSON handed to the point parser (normalised or pixel units)."""
 
 
 @extend_schema_field(EditsSerializer)
-class EditsField(serializers.JSONField):
+class EditsField(LimitedJSONField):
     """Raw JSON handed to the imaging ``Edits`` rules (which name the bad field)."""
 
 

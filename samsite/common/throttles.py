@@ -2,13 +2,14 @@
 settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], README "Configuration").
 
 Scopes: ``uploads`` (uploads, prewarm, precompute), ``previews`` (segment, edit previews, template masks),
-``jobs`` (job creation and retry), ``login`` (token and login attempts, per IP). The REST API, the seed API and
+``jobs`` (job creation and retry), ``downloads`` (job ZIPs and exports), ``login`` (token and login attempts, per IP). The REST API, the seed API and
 the pages count against the same per-user budget: one cache key per scope and user (DRF's
-``throttle_<scope>_<user pk>``), in the default cache, which settings make shared by every process (database,
-or Redis when REDIS_URL is set), so a limit holds across workers and interfaces.
+``throttle_<scope>_<user pk>``), counted in a window of the rate's period by the atomic shared counters
+of ``samsite.common.counters`` (database, or Redis when REDIS_URL is set): one increment per request, checked
+after it is counted, so parallel requests cannot all pass, and a limit holds across workers and interfaces.
 
 - DRF viewsets: ``throttle_classes = [ActionScopedRateThrottle]`` and ``throttle_scopes = {"create": JOBS}``.
-- DRF APIViews: ``throttle_classes = [ScopedRateThrottle]`` with ``throttle_scope = JOBS``.
+- DRF APIViews: ``throttle_classes = [ScopedRateThrottle]`` (this module's) with ``throttle_scope = JOBS``.
 - Plain Django views (the pages): ``@scoped_throttle(PREVIEWS)``.
 
 A refusal is a 429 JSON ``{"error": "throttled", "detail", "limit": "THROTTLE_<SCOPE>", "retry_after"}``.
@@ -21,13 +22,17 @@ import math
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
+from rest_framework import throttling
 from rest_framework.settings import api_settings
-from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
+from rest_framework.throttling import SimpleRateThrottle
+
+from samsite.common.counters import counter_add, counter_expires_in
 
 UPLOADS = "uploads"
 PREVIEWS = "previews"
 JOBS = "jobs"
 LOGIN = "login"
+DOWNLOADS = "downloads"
 
 
 def rate_for(scope: str) -> str:
@@ -44,6 +49,43 @@ def limit_name(scope: str) -> str:
     return f"THROTTLE_{scope.upper()}"
 
 
+class CountingRateThrottle(SimpleRateThrottle):
+    """DRF's SimpleRateThrottle counted atomically: a window of the rate's duration per cache key, opened by
+    the key's first request (so two requests never straddle a clock boundary into two windows).
+
+    DRF keeps a list of timestamps in the cache and writes it back (get + set: parallel requests all pass).
+    Here each request is one atomic increment of the key's counter, refused when its count is past the rate;
+    the counter expires with its window."""
+
+    def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        count = counter_add(self.key, ttl=self.duration)
+        return count <= self.num_requests
+
+    def wait(self):
+        key = getattr(self, "key", None)
+        if key is None:
+            return None
+        left = counter_expires_in(key)
+        return left if left is not None else float(self.duration)
+
+    def get_ident(self, request):
+        # The connection's address, as the login lockout uses: DRF's default would take a client-supplied
+        # X-Forwarded-For (a new identity per request) when no NUM_PROXIES is configured.
+        return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+class ScopedRateThrottle(throttling.ScopedRateThrottle, CountingRateThrottle):
+    """DRF's ScopedRateThrottle (``view.throttle_scope``) on the atomic counters; rates read per request."""
+
+    def get_rate(self):
+        return rate_for(self.scope)
+
+
 class ActionScopedRateThrottle(ScopedRateThrottle):
     """ScopedRateThrottle whose scope is looked up by action: ``view.throttle_scopes = {"upload": "uploads"}``.
 
@@ -57,15 +99,12 @@ class ActionScopedRateThrottle(ScopedRateThrottle):
         view.throttle_scope = scope
         return super().allow_request(request, view)
 
-    def get_rate(self):
-        return rate_for(self.scope)
 
-
-class ScopeThrottle(SimpleRateThrottle):
+class ScopeThrottle(CountingRateThrottle):
     """A fixed-scope throttle with DRF's ScopedRateThrottle cache keys (so budgets are shared with the API):
     per user when signed in, per client IP otherwise. Works on DRF and plain Django requests alike."""
 
-    cache_format = ScopedRateThrottle.cache_format
+    cache_format = throttling.ScopedRateThrottle.cache_format
 
     def __init__(self, scope: str):
         self.scope = scope

@@ -13,7 +13,8 @@ from datasets.models import GenerationJob
 class Command(BaseCommand):
     help = (
         "Delete finished, failed and canceled jobs (variants, masks, items) older than --days. The embedding "
-        "cache needs no pruning: it is a size-bounded LRU (EMBED_CACHE_MB); --clear-cache empties it."
+        "cache needs no pruning: it is a size-bounded LRU (EMBED_CACHE_MB); --clear-cache empties it. Expired "
+        "limit counters (throttles, lockouts) are deleted too."
     )
 
     def add_arguments(self, parser) -> None:
@@ -35,6 +36,11 @@ class Command(BaseCommand):
                 job_delete(job=job)
         verb = "would delete" if options["dry_run"] else "deleted"
         self.stdout.write(f"{verb} {count} jobs ({variants} variants) older than {options['days']} days")
+        if not options["dry_run"]:
+            from samsite.common.counters import counters_prune
+
+            # Expired limit counters (throttles, lockouts, stream slots) restart on their next use anyway.
+            self.stdout.write(f"deleted {counters_prune()} expired limit counters")
         if options["clear_cache"]:
             cache = embedding_cache()
             entries = cache.count()
