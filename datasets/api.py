@@ -291,7 +291,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
     def prewarm(self, request, dataset_id=None):
         dataset = self.get_object()
         check_id_list(
-            request.data.get("image_ids") if hasattr(request.data, "get") else None,
+            request.data,
             field="image_ids",
             setting="MAX_IMAGES_PER_DATASET",
             what="images",

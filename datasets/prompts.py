@@ -72,7 +72,7 @@ def check_templates_per_preview(count: int) -> None:
 
 
 def check_id_list(
-    values: object,
+    data: object,
     *,
     field: str,
     setting: str,
@@ -80,9 +80,11 @@ def check_id_list(
     id_key: str | None = None,
     duplicate_code: str,
 ) -> None:
-    """Refuse a list of ids longer than ``settings.<setting>`` (``too_many_<what>``) or naming one id twice
-    (``duplicate_code`` with the ``index``), before any of them is looked up. Entries may be ids or objects
-    whose ``id_key`` (or ``"id"``) holds the id; anything else is left to the caller's own validation."""
+    """Refuse the request body ``data``'s list ``data[field]`` when it is longer than ``settings.<setting>``
+    (``too_many_<what>``) or names one id twice (``duplicate_code`` with the ``index``), before any of them is
+    looked up. Entries may be ids or objects whose ``id_key`` (or ``"id"``) holds the id; a body that is not a
+    mapping, a missing field and anything else are left to the caller's own validation."""
+    values = data.get(field) if hasattr(data, "get") else None
     if not isinstance(values, list):
         return
     limit = getattr(settings, setting)

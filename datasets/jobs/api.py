@@ -100,7 +100,7 @@ class DatasetJobListCreateApi(generics.ListAPIView):
     def post(self, request: Request, dataset_id: str) -> Response:
         dataset = dataset_get_for_user(user=request.user, dataset_id=dataset_id)
         check_id_list(
-            request.data.get("templates") if hasattr(request.data, "get") else None,
+            request.data,
             field="templates",
             setting="MAX_TEMPLATES_PER_DATASET",
             what="templates",
