@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import segment_anything.modeling
 import torch
-from segment_anything.modeling import ImageEncoderViT, Sam
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, Sam
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -233,6 +233,75 @@ def use_chunked_global_attention(model: Sam) -> int:
             block.attn.forward = types.MethodType(_chunked_attention_forward, block.attn)
             changed += 1
     return changed
+
+
+_CHANNELS_LAST = torch.channels_last
+
+
+def _predict_masks_in_token_layout(
+    self: MaskDecoder,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse_prompt_embeddings: torch.Tensor,
+    dense_prompt_embeddings: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``segment_anything``'s ``MaskDecoder.predict_masks`` with its tensors laid out for the CPU: the same
+    operations on the same values, bit for bit the same masks and scores, ~30% less time (vit_b, one thread).
+
+    Upstream hands the transformer ``B x C x H x W`` maps that it views as ``B x HW x C`` tokens, so every
+    image-side addition and projection reads memory with a 16 KB stride, and its ``output_upscaling`` gets a
+    view whose strides send oneDNN's transposed convolutions down their reordering path (copies larger than
+    the arithmetic). Here the image-side maps are channels-last (their token view is contiguous) and both
+    transposed convolutions run channels-last. The two steps whose rounding depends on the layout stay in
+    upstream's: ``LayerNorm2d`` (its mean over channels) and the final GELU (its vectorised tail), then the
+    hypernetwork product on a contiguous map, as upstream.
+    """
+    output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+    output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+    tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+    src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0)
+    src = (src + dense_prompt_embeddings).contiguous(memory_format=_CHANNELS_LAST)
+    pos_src = torch.repeat_interleave(_channels_last_pe(self, image_pe), tokens.shape[0], dim=0)
+    b, c, h, w = src.shape
+
+    hs, keys = self.transformer(src, pos_src, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
+
+    conv1, norm, act1, conv2, act2 = self.output_upscaling
+    x = conv1(keys.reshape(b, h, w, c).permute(0, 3, 1, 2))  # channels-last in, channels-last out
+    x = act1(norm(x.contiguous())).contiguous(memory_format=_CHANNELS_LAST)
+    upscaled_embedding = act2(conv2(x).contiguous())
+    hyper_in = torch.stack(
+        [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(self.num_mask_tokens)],
+        dim=1,
+    )
+    b, c, h, w = upscaled_embedding.shape
+    masks = (hyper_in @ upscaled_embedding.view(b, c, h * w)).view(b, -1, h, w)
+    return masks, self.iou_prediction_head(iou_token_out)
+
+
+def _channels_last_pe(decoder: MaskDecoder, image_pe: torch.Tensor) -> torch.Tensor:
+    """``image_pe`` channels-last, converted once per PE tensor (the segmenter passes the same one every
+    time; a racing thread converts the same values)."""
+    cached = getattr(decoder, "_channels_last_pe", None)
+    if cached is None or cached[0] is not image_pe:
+        cached = (image_pe, image_pe.contiguous(memory_format=_CHANNELS_LAST))
+        decoder._channels_last_pe = cached
+    return cached[1]
+
+
+def use_token_layout_mask_decoder(model: torch.nn.Module) -> bool:
+    """Route ``model.mask_decoder.predict_masks`` through :func:`_predict_masks_in_token_layout` when the
+    decoder is segment-anything's ``MaskDecoder`` architecture (SAM, MobileSAM); True when rerouted.
+
+    Only this instance changes. Decoders with another structure (SAM-HQ's, SAM 2's) keep their own."""
+    decoder = getattr(model, "mask_decoder", None)
+    upscaling = getattr(decoder, "output_upscaling", None)
+    if type(decoder).__name__ != "MaskDecoder" or upscaling is None or len(upscaling) != 5:
+        return False
+    decoder.predict_masks = types.MethodType(_predict_masks_in_token_layout, decoder)
+    return True
 
 
 def _unwrap_state_dict(obj: Any) -> Mapping[str, Any]:

@@ -172,7 +172,7 @@ class CheckpointSegmenter(SegmenterBase):
     plain_features = False
 
     def __init__(self, checkpoint_path: str | Path, *, device: str | None = None) -> None:
-        from imaging.sam import checkpoint_fingerprint, resolve_device
+        from imaging.sam import checkpoint_fingerprint, resolve_device, use_token_layout_mask_decoder
 
         super().__init__()
         self.checkpoint_path = Path(checkpoint_path)
@@ -186,6 +186,10 @@ class CheckpointSegmenter(SegmenterBase):
         load_strict(model, state_dict, name=self.checkpoint_path.name, label=info.label)
         del state_dict
         self.model = model.to(self.device).eval()
+        if self.device == "cpu":
+            # The same masks and scores as upstream's decoder, without its strided reads and layout copies
+            # (SAM and MobileSAM; measured on the CPU only, so other devices keep upstream's layout).
+            use_token_layout_mask_decoder(self.model)
         self._prepare_transforms()
         self.fingerprint = segmenter_fingerprint(info, checkpoint_fingerprint(self.checkpoint_path))
         # One encoder forward at a time: concurrent forwards only oversubscribe the CPU threads (each

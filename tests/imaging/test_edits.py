@@ -199,6 +199,28 @@ def test_threads_give_identical_results(astronaut):
         assert np.array_equal(out, expected[i])
 
 
+@pytest.mark.parametrize("gray", [False, True], ids=["colour", "grayscale"])
+def test_strips_give_the_bytes_of_one_pass(monkeypatch, astronaut, camera_rgb, gray):
+    """The general path runs in strips of rows (cache-sized): each strip's blur reads its margin of rows and
+    the noise continues one generator, so strip boundaries change no byte against a single pass."""
+    import imaging.edits as edits_module
+
+    photo = camera_rgb if gray else astronaut
+    rng = np.random.default_rng(3)
+    ragged = masks_for(photo.shape[:2])["ellipse"] & (rng.random(photo.shape[:2]) > 0.2)
+    grid = [
+        Edits(brightness=0.1, hue=30, saturation=0.4, sharpen=1.2, noise=0.05, opacity=0.7),
+        Edits(gamma=0.5, sharpen=2.0),
+        Edits(noise=0.2),
+    ]
+    for mask in (ragged, masks_for(photo.shape[:2])["corner"]):
+        monkeypatch.setattr(edits_module, "_STRIP_BYTES", 1 << 40)  # one strip: the whole region
+        single = [apply_edits(photo, mask, e, is_grayscale=gray) for e in grid]
+        monkeypatch.setattr(edits_module, "_STRIP_BYTES", 1)  # the smallest strips (16 rows)
+        for e, expected in zip(grid, single, strict=True):
+            assert np.array_equal(apply_edits(photo, mask, e, is_grayscale=gray), expected), e
+
+
 # -- one test per bug of the old tool --------------------------------------------------------------------------
 
 
