@@ -2,7 +2,8 @@
 
 Decoding goes through Pillow, restricted to the formats the product accepts, with the pixel limit checked on
 the *header* before any pixel is decoded, so a decompression bomb never allocates its pixel buffer. Encoding
-goes through OpenCV, which is several times faster than Pillow for PNG at comparable size.
+goes through OpenCV (JPEG, WebP, masks, thumbnails), which is several times faster than Pillow, except PNG
+images, written here with numpy's row filter and ISA-L's deflate (faster again: see ``_encode_png``).
 
 All pixel arrays here are RGB ``uint8`` ``HxWx3`` C-contiguous arrays unless stated otherwise; masks are
 ``bool`` ``HxW``.
@@ -17,10 +18,12 @@ import io
 import re
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from isal import isal_zlib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imaging.errors import ImageDecodeError
@@ -45,17 +48,14 @@ _BOMB_PIXELS_RE = re.compile(r"\((\d+) pixels\)")
 # not thread-safe to toggle per call (catch_warnings mutates global state), hence one filter at import.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-# PNG encoder settings. zlib level 1 with the AVG row filter and the RLE strategy measured ~35% faster than
-# OpenCV's default filter selection at level 1, and smaller than Pillow's default PNG, on 1024x1024 photos
-# (see bench/imaging_bench.py). PNG is lossless whatever the settings, so this only trades size for speed.
-_PNG_PARAMS = [
-    cv2.IMWRITE_PNG_COMPRESSION,
-    1,
-    cv2.IMWRITE_PNG_FILTER,
-    cv2.IMWRITE_PNG_FILTER_AVG,
-    cv2.IMWRITE_PNG_STRATEGY,
-    cv2.IMWRITE_PNG_STRATEGY_RLE,
-]
+# PNG images (variants) are written by :func:`_encode_png`: the AVG row filter computed with numpy and ISA-L's
+# deflate at level 1 (``isal``). Measured on a 2048x1536 photo: 38 ms and 3.17 MB, against 86 ms and 3.18 MB
+# for OpenCV's libpng with zlib level 1, AVG filter and RLE strategy (the previous settings, themselves ~35%
+# faster than OpenCV's default filter selection) and 188 ms for Pillow's level 1. PNG is lossless whatever
+# the encoder, so this only changes speed and size.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_FILTER_AVG = 3
+_PNG_DEFLATE_LEVEL = 1
 # Masks are two-valued: no row filter plus run-length zlib measured 31 -> 6.7 ms on a 3-megapixel mask
 # and ~3x smaller than level 1 with adaptive filters (previews send three masks per click).
 _MASK_PNG_PARAMS = [
@@ -253,17 +253,58 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", *, quality: int = 92) -> byt
     """
     key = _normalise_format(fmt)
     arr = _check_rgb(rgb)
+    if key == "png":
+        return _encode_png(np.ascontiguousarray(arr))
     bgr = arr if arr.ndim == 2 else cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     q = int(min(100, max(1, quality)))
-    if key == "png":
-        ok, buf = cv2.imencode(".png", bgr, _PNG_PARAMS)
-    elif key == "jpeg":
+    if key == "jpeg":
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, q])
     else:
         ok, buf = cv2.imencode(".webp", bgr, [cv2.IMWRITE_WEBP_QUALITY, q])
     if not ok:
         raise ValueError(f"OpenCV failed to encode a {key} image of shape {arr.shape}")
     return buf.tobytes()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind)))
+    )
+
+
+def _encode_png(pixels: np.ndarray) -> bytes:
+    """A PNG of ``pixels`` (``HxWx3`` RGB or ``HxW`` grayscale, 8-bit, C-contiguous): every row AVG-filtered,
+    one zlib stream (ISA-L level 1) in one IDAT chunk."""
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else 3
+    raw = pixels.reshape(height, width * channels)
+    # AVG filter: each byte minus floor((left + up) / 2), left and up being 0 outside the image, modulo 256.
+    # floor((a + b) / 2) == (a & b) + ((a ^ b) >> 1) exactly, so it is computed in uint8 without widening.
+    pred = np.empty_like(raw)
+    left, up = raw[1:, :-channels], raw[:-1, channels:]
+    body = pred[1:, channels:]
+    np.bitwise_and(left, up, out=body)
+    half = np.bitwise_xor(left, up)
+    np.right_shift(half, 1, out=half)
+    np.add(body, half, out=body)
+    np.right_shift(raw[0, :-channels], 1, out=pred[0, channels:])  # first row: up is 0
+    np.right_shift(raw[:-1, :channels], 1, out=pred[1:, :channels])  # first pixel of a row: left is 0
+    pred[0, :channels] = 0
+    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
+    filtered[:, 0] = _PNG_FILTER_AVG
+    np.subtract(raw, pred, out=filtered[:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return b"".join(
+        [
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", isal_zlib.compress(filtered.data, _PNG_DEFLATE_LEVEL)),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:

@@ -254,8 +254,14 @@ def _predict_masks_in_token_layout(
     the arithmetic). Here the image-side maps are channels-last (their token view is contiguous) and both
     transposed convolutions run channels-last. The two steps whose rounding depends on the layout stay in
     upstream's: ``LayerNorm2d`` (its mean over channels) and the final GELU (its vectorised tail), then the
-    hypernetwork product on a contiguous map, as upstream.
+    hypernetwork product on a contiguous map, as upstream. That is upstream's path for one prompt; with a
+    batch of prompts upstream's own view is already channels-last and its rounding differs again, so a batch
+    (which the segmenters never send: they decode prompt by prompt) runs upstream's code unchanged.
     """
+    if sparse_prompt_embeddings.shape[0] != 1:
+        return type(self).predict_masks(
+            self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
     output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
     tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)

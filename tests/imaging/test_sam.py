@@ -379,3 +379,42 @@ def test_chunked_global_attention_is_bit_identical(monkeypatch):
 def test_segmenter_model_uses_chunked_attention(tiny_sam):
     global_blocks = [b for b in tiny_sam.model.image_encoder.blocks if b.window_size == 0]
     assert global_blocks and all("forward" in vars(b.attn) for b in global_blocks)
+
+
+@pytest.mark.parametrize("family", ["sam", "mobile_sam"])
+def test_token_layout_decoder_gives_upstreams_logits_bit_for_bit(family, tmp_path, tiny_sam_checkpoint):
+    """The CPU decoder path (channels-last maps, upstream's layout kept where rounding depends on it) returns
+    exactly the logits and scores of the package's own ``MaskDecoder.predict_masks``: batched prompts of
+    points, boxes and mask inputs, one prompt and a batch (which runs upstream's own code), on random
+    features."""
+    from imaging.families import load_segmenter
+    from imaging.sam import _predict_masks_in_token_layout
+    from imaging.tiny_families import build_family_checkpoint
+
+    path = tiny_sam_checkpoint if family == "sam" else build_family_checkpoint(family, tmp_path / "m.pth")
+    segmenter = load_segmenter(path)
+    decoder = segmenter.model.mask_decoder
+    assert decoder.predict_masks.__func__ is _predict_masks_in_token_layout  # installed on the CPU
+    upstream = type(decoder).predict_masks.__get__(decoder)
+    prompt_encoder = segmenter.model.prompt_encoder
+    generator = torch.Generator().manual_seed(5)
+    with torch.inference_mode():
+        image_pe = prompt_encoder.get_dense_pe()
+        grid = image_pe.shape[-1]
+        for batch in (1, 3):
+            features = torch.randn(1, image_pe.shape[1], grid, grid, generator=generator)
+            coords = torch.rand(batch, 3, 2, generator=generator) * 1024
+            labels = torch.randint(0, 2, (batch, 3), generator=generator)
+            boxes = torch.sort(torch.rand(batch, 2, 2, generator=generator) * 1024, dim=1).values.reshape(
+                batch, 4
+            )
+            masks = torch.randn(batch, 1, 4 * grid, 4 * grid, generator=generator)
+            for prompt in (
+                {"points": (coords, labels)},
+                {"boxes": boxes},
+                {"points": (coords, labels), "masks": masks},
+            ):
+                sparse, dense = prompt_encoder(**{"points": None, "boxes": None, "masks": None} | prompt)
+                ours = decoder.predict_masks(features, image_pe, sparse, dense)
+                theirs = upstream(features, image_pe, sparse, dense)
+                assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
