@@ -487,10 +487,11 @@ class SamSegmenter(SamLikeSegmenter):
         chosen_logits: list[torch.Tensor] = []
         chosen: list[tuple[float, float, int | None]] = []
         with torch.inference_mode():
+            features = self._device_features(embedding)
             for u in range(len(unique)):
                 prompt = checked[firsts[u]]
                 choice = prompt.mask_choice
-                low_res, iou, _ = self._decode_prompt(embedding, prompt, multimask)
+                low_res, iou, _ = self._decode_prompt(embedding, prompt, multimask, features)
                 scores = iou[0].float().cpu().numpy()
                 pick = int(np.argmax(scores))  # first maximum, like predict's (-score, index) order
                 if multimask and choice != "best" and 0 <= choice < len(scores):

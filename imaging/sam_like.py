@@ -324,11 +324,16 @@ class SamLikeSegmenter(CheckpointSegmenter):
         return self._dense_pe_tensor
 
     def _decode_prompt(
-        self, embedding: Embedding, prompt: Prompt, multimask: bool
+        self,
+        embedding: Embedding,
+        prompt: Prompt,
+        multimask: bool,
+        features: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Prompt transform, prompt encoder and mask decoder for one validated prompt, as
         ``SamPredictor.predict`` / ``predict_torch``: ``(low-res logits 1xCxhxw, iou 1xC, indexed)``. Call
-        under ``torch.inference_mode()``."""
+        under ``torch.inference_mode()``; ``features``: ``_device_features(embedding)``, when the caller decodes
+        several prompts on one embedding and converts them once."""
         points = None
         if prompt.coords.shape[0]:
             # Same float64 coordinate transform as SamPredictor.predict, then float32 like it.
@@ -340,7 +345,8 @@ class SamLikeSegmenter(CheckpointSegmenter):
         if prompt.box is not None:
             box_t = self.transform.apply_boxes(prompt.box, embedding.original_size)
             boxes = torch.as_tensor(box_t, dtype=torch.float, device=self.device)[None, :]
-        features = self._device_features(embedding)
+        if features is None:
+            features = self._device_features(embedding)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
         return self._decode(features, sparse, dense, multimask)
 
