@@ -14,7 +14,7 @@ import numpy as np
 from django.utils import timezone
 from PIL import Image
 
-from datasets.image_io import decode_stored_image
+from datasets.image_io import decode_dataset_image
 from datasets.jobs.services import job_queue_position
 from datasets.models import Dataset, DatasetImage, GenerationJob, ItemStatus, JobItem, JobStatus
 from datasets.selectors import (
@@ -248,7 +248,7 @@ def template_mask_png(template) -> bytes | None:
     preview = segment_preview(image=image, points=points)
     if not preview.candidates:
         return None
-    decoded = decode_stored_image(image.file)
+    decoded = decode_dataset_image(image)
     painted = tint(decoded.rgb, preview.candidates[0].mask)
     return png_bytes(make_thumbnail(painted, MASK_THUMB_SIDE))
 

@@ -37,6 +37,11 @@ FORMAT_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
+#: The semantics of :func:`decode_image`'s output for given bytes (orientation, mode conversion, the 16-bit
+#: reduction, the grayscale test). Bump it with any change to them: stored decodes
+#: (``imaging.decoded_cache``) are keyed by it, together with Pillow's version, so none goes stale.
+DECODER_VERSION = 1
+
 # Pillow plugins we accept. Restricting ``Image.open`` to these keeps rarely exercised decoders (and their
 # attack surface) out of the upload path. (The JPEG plugin also opens multi-picture JPEGs, reported as "MPO".)
 _PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
@@ -132,11 +137,17 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError("image has zero size")
+    check_pixel_limit(width, height, max_pixels)
+    return im
+
+
+def check_pixel_limit(width: int, height: int, max_pixels: int) -> None:
+    """Raise :class:`ImageDecodeError` ("image too large: ...") when ``width * height`` exceeds ``max_pixels``:
+    the one wording of the limit, for a header being decoded and for pixels decoded earlier alike."""
     if width * height > max_pixels:
         raise ImageDecodeError(
             f"image too large: {_megapixels(width * height)} > {_limit_text(max_pixels)} limit"
         )
-    return im
 
 
 def _decode_failure_message(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse, StreamingHttpResponse
 
-from datasets.image_io import decode_stored_image, read_file_bytes
+from datasets.image_io import decode_dataset_image, read_file_bytes
 from datasets.jobs.events import (
     EVENT_DONE,
     EVENT_ITEM,
@@ -269,7 +269,7 @@ def _variant_event(relay: _Relay, job: GenerationJob, item: JobItem, variant: Va
 
 def _skipped_event(relay: _Relay, job: GenerationJob, item: JobItem) -> dict:
     """No template applies to this image (class filter): the image itself, unedited, flagged ``skipped``."""
-    image = decode_stored_image(item.image.file)
+    image = decode_dataset_image(item.image)
     rendition = relay.rendition
     empty = np.zeros((image.height, image.width), dtype=bool)
     pixels = output_pixels(image.rgb, image.is_grayscale)

@@ -23,11 +23,12 @@ os.environ.setdefault("SECRET_KEY", "insecure-key-of-the-test-session-only")
 
 @pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):
-    """Every test gets its own media root and embedding cache, the inline runner and the classical backend."""
+    """Every test gets its own media root, embedding and decoded caches, the inline runner and the classical backend."""
     # Django's default PBKDF2 costs ~1 s per user on this CPU; tests don't need a slow hash.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.EMBED_CACHE_DIR = tmp_path / "embeddings"
+    settings.DECODED_CACHE_DIR = tmp_path / "decoded"
     settings.JOB_RUNNER = "inline"
     settings.SAM_BACKEND = "classical"
     settings.SAM_CHECKPOINT = None

@@ -35,7 +35,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError
 
-from datasets.image_io import decode_stored_image
+from datasets.image_io import decode_dataset_image
 from datasets.jobs import quality, services
 from datasets.jobs.outputs import RecentOutput, recent_outputs
 from datasets.jobs.services import Claim, ItemResult
@@ -252,7 +252,7 @@ class _ChunkProcessor:
         prepared = _Prepared(item=item)
         started = time.perf_counter()
         try:
-            prepared.image = decode_stored_image(item.image.file)
+            prepared.image = decode_dataset_image(item.image)
         except Exception as exc:
             prepared.error = _describe(exc)
             return prepared

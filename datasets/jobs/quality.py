@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from django.conf import settings
 from django.core.cache import cache
 
-from datasets.image_io import decode_stored_image
+from datasets.image_io import decode_dataset_image
 from datasets.models import DatasetImage, GenerationJob
 from datasets.segmentation import embedding_for
 from imaging.annotations import (
@@ -76,7 +76,7 @@ def reference_stats(*, job: GenerationJob, specs: Sequence[TemplateSpec], segmen
         if image is None:
             continue
         try:
-            decoded = decode_stored_image(image.file)
+            decoded = decode_dataset_image(image)
             embedding, _ = embedding_for(sha256=image.sha256, rgb=decoded.rgb, segmenter=segmenter)
             [mask] = segment_templates(
                 segmenter, embedding, [spec], width=decoded.width, height=decoded.height

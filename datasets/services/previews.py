@@ -35,7 +35,7 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from datasets.image_io import decode_stored_image
+from datasets.image_io import decode_dataset_image
 from datasets.models import ComposeMode, DatasetImage
 from datasets.segmentation import app_segmenter, embedding_cache, embedding_for
 from datasets.services.files import working_copy_name
@@ -180,7 +180,7 @@ def _embedding(
     def load() -> DecodedImage:
         if decoded is not None:
             return decoded
-        return decode_stored_image(image.file) if segmenter.cacheable else working_image(image)
+        return decode_dataset_image(image) if segmenter.cacheable else working_image(image)
 
     return content_embedding(
         sha256=image.sha256, size=(image.width, image.height), segmenter=segmenter, load=load
@@ -250,7 +250,7 @@ def working_image(image: DatasetImage) -> DecodedImage:
     copy, made (from one full decode) on first use."""
     size = working_size(image.width, image.height)
     if size == (image.width, image.height):
-        return decode_stored_image(image.file)
+        return decode_dataset_image(image)
     name = working_copy_name(image.file.name, image.dataset_id.hex)
     try:
         with default_storage.open(name, "rb") as handle:
@@ -259,7 +259,7 @@ def working_image(image: DatasetImage) -> DecodedImage:
             return DecodedImage(rgb=stored.rgb, is_grayscale=image.is_grayscale, format=stored.format)
     except (OSError, ImageDecodeError):
         pass  # missing (first use), unreadable or made for another PREVIEW_MAX_SIDE: make it again
-    full = decode_stored_image(image.file)
+    full = decode_dataset_image(image)
     rgb = cv2.resize(full.rgb, size, interpolation=cv2.INTER_AREA)
     _store_working_copy(name, encode_image(rgb, "png"))
     return DecodedImage(rgb=rgb, is_grayscale=full.is_grayscale, format=full.format)
@@ -360,7 +360,7 @@ def embeddings_prewarm(*, images: Iterable[DatasetImage]) -> Iterator[PrewarmPro
             if segmenter.cacheable:
                 try:
                     if _cached_embedding(image.sha256, segmenter) is None:
-                        _embedding(image, segmenter, decode_stored_image(image.file))
+                        _embedding(image, segmenter, decode_dataset_image(image))
                     # Reported per owner: "computed" unless this user had already prepared it.
                     computed = not embedding_seen_by_owner(image, segmenter)
                 except (ImageDecodeError, OSError) as exc:

@@ -459,13 +459,13 @@ def test_live_figures_follow_the_events(live_asgi, page, alice, big_dataset, mon
 
     dataset, _ = big_dataset
     gate = threading.Event()
-    original = generation.decode_stored_image
+    original = generation.decode_dataset_image
 
-    def gated(file):
+    def gated(image):
         assert gate.wait(60), "the page never opened"
-        return original(file)
+        return original(image)
 
-    monkeypatch.setattr(generation, "decode_stored_image", gated)
+    monkeypatch.setattr(generation, "decode_dataset_image", gated)
     log_in(page, live_asgi, "alice")
     job = job_create(dataset=dataset, owner=alice, compose="stack")  # the embedded runner waits at the gate
     page.goto(live_asgi(f"/jobs/{job.public_id}/"))

@@ -133,16 +133,16 @@ def held_images(monkeypatch):
     event, so the page is reloaded while the job is certainly running (and set again at teardown)."""
     import datasets.jobs.processing as generation
 
-    original = generation.decode_stored_image
+    original = generation.decode_dataset_image
     release = threading.Event()
     decoded = itertools.count()  # next() on it is atomic: the job's pool threads decode concurrently
 
-    def held(file):
+    def held(image):
         if next(decoded) >= 1:
             assert release.wait(120), "the held images were never released"
-        return original(file)
+        return original(image)
 
-    monkeypatch.setattr(generation, "decode_stored_image", held)
+    monkeypatch.setattr(generation, "decode_dataset_image", held)
     yield release
     release.set()
 

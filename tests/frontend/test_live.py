@@ -43,7 +43,7 @@ def test_failed_items_update_the_error_list(alice_dataset, alice_template):
     from datasets.jobs.services import job_create
 
     with mock.patch(
-        "datasets.jobs.processing.decode_stored_image", side_effect=RuntimeError("decoder exploded")
+        "datasets.jobs.processing.decode_dataset_image", side_effect=RuntimeError("decoder exploded")
     ):
         job = job_create(dataset=alice_dataset, owner=alice_dataset.owner)
     sent = page_events(job)

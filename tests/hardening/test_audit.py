@@ -258,8 +258,8 @@ def test_the_display_png_is_made_once_then_read_from_storage(
     settings.PREVIEW_MAX_SIDE = 300
     image = _tiff_image(alice, *size)
     decodes = []
-    original = previews.decode_stored_image
-    monkeypatch.setattr(previews, "decode_stored_image", lambda f: decodes.append(f) or original(f))
+    original = previews.decode_dataset_image
+    monkeypatch.setattr(previews, "decode_dataset_image", lambda i: decodes.append(i) or original(i))
     url = f"/datasets/{image.dataset.id.hex}/images/{image.id.hex}/display/"
 
     first = alice_client.get(url)

@@ -27,6 +27,7 @@ def _env(tmp_path, **extra) -> dict:
             "VAR_DIR": str(tmp_path),
             "MEDIA_ROOT": str(tmp_path / "media"),
             "EMBED_CACHE_DIR": str(tmp_path / "embeddings"),
+            "DECODED_CACHE_DIR": str(tmp_path / "decoded"),
             "SAM_BACKEND": "classical",
             "JOB_RUNNER": "inline",
             "PYTHONPATH": str(ROOT),
@@ -148,6 +149,22 @@ def test_debug_on_refuses_a_non_local_allowed_host(tmp_path):
     assert "ALLOWED_HOSTS names non-local hosts (gen.example.com)" in refused.stderr
     assert local.returncode == 0, local.stderr[-2000:]
     assert json.loads(local.stdout.strip().splitlines()[-1]) == {"DEBUG": True}
+
+
+def test_the_decoded_cache_lives_under_var_dir_by_default_and_zero_turns_it_off(tmp_path):
+    script = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([str(s.DECODED_CACHE_DIR), s.DECODED_CACHE_MB]))"
+    )
+    default = _run(["-c", script], _env(tmp_path, SECRET_KEY="x" * 50, DECODED_CACHE_DIR=""))
+    off = _run(["-c", script], _env(tmp_path, SECRET_KEY="x" * 50, DECODED_CACHE_MB="0"))
+    refused = _run(["-c", script], _env(tmp_path, SECRET_KEY="x" * 50, DECODED_CACHE_MB="-1"))
+
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert json.loads(default.stdout.strip().splitlines()[-1]) == [str(tmp_path / "decoded"), 2048]
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert json.loads(off.stdout.strip().splitlines()[-1])[1] == 0
+    assert refused.returncode != 0 and "DECODED_CACHE_MB must be >= 0" in refused.stderr
 
 
 def test_make_run_sets_debug_explicitly_and_needs_no_createcachetable():

@@ -33,13 +33,13 @@ def _image(owner, content: bytes, width: int, height: int, position: int = 0):
 def full_decodes(monkeypatch):
     """Counts decodes of stored originals by the preview services."""
     calls = []
-    real = previews.decode_stored_image
+    real = previews.decode_dataset_image
 
-    def counting(file):
-        calls.append(file.name)
-        return real(file)
+    def counting(image):
+        calls.append(image.file.name)
+        return real(image)
 
-    monkeypatch.setattr(previews, "decode_stored_image", counting)
+    monkeypatch.setattr(previews, "decode_dataset_image", counting)
     return calls
 
 

@@ -65,6 +65,7 @@ def celery_env(settings, use_tiny_sam, tmp_path):
         "CELERY_QUEUE": queue,
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "EMBED_CACHE_DIR": str(settings.EMBED_CACHE_DIR),
+        "DECODED_CACHE_DIR": str(settings.DECODED_CACHE_DIR),
         "SAM_BACKEND": "sam",
         "SAM_CHECKPOINT": str(use_tiny_sam),
         "JOB_RUNNER": "celery",

@@ -188,6 +188,7 @@ def test_a_runner_killed_mid_job_is_resumed_with_every_variant_exactly_once(alic
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "EMBED_CACHE_DIR": str(settings.EMBED_CACHE_DIR),
+        "DECODED_CACHE_DIR": str(settings.DECODED_CACHE_DIR),
         "SAM_BACKEND": "classical",
         "JOB_RUNNER": "inline",
         "HOLD_AT_ITEM": "3",

@@ -13,16 +13,20 @@ from datasets.models import GenerationJob
 class Command(BaseCommand):
     help = (
         "Delete finished, failed and canceled jobs (variants, masks, items) older than --days. The embedding "
-        "cache needs no pruning: it is a size-bounded LRU (EMBED_CACHE_MB); --clear-cache empties it. Expired "
-        "limit counters (throttles, lockouts) are deleted too."
+        "and decoded-image caches need no pruning: they are size-bounded LRUs (EMBED_CACHE_MB, "
+        "DECODED_CACHE_MB); --clear-cache empties both. Expired limit counters (throttles, lockouts) are "
+        "deleted too."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--days", type=int, default=30, help="Age of the jobs to delete (default 30).")
         parser.add_argument("--dry-run", action="store_true", help="Only report what would be deleted.")
-        parser.add_argument("--clear-cache", action="store_true", help="Also empty the embedding cache.")
+        parser.add_argument(
+            "--clear-cache", action="store_true", help="Also empty the embedding and decoded-image caches."
+        )
 
     def handle(self, *args, **options) -> None:
+        from datasets.image_io import decoded_cache
         from datasets.jobs.services import job_delete
         from datasets.segmentation import embedding_cache
 
@@ -42,8 +46,11 @@ class Command(BaseCommand):
             # Expired limit counters (throttles, lockouts, stream slots) restart on their next use anyway.
             self.stdout.write(f"deleted {counters_prune()} expired limit counters")
         if options["clear_cache"]:
-            cache = embedding_cache()
-            entries = cache.count()
-            if not options["dry_run"]:
-                cache.clear()
-            self.stdout.write(f"{verb} {entries} cached embeddings")
+            for cache, what in (
+                (embedding_cache(), "cached embeddings"),
+                (decoded_cache(), "decoded images"),
+            ):
+                entries = cache.count()
+                if not options["dry_run"]:
+                    cache.clear()
+                self.stdout.write(f"{verb} {entries} {what}")
