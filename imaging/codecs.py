@@ -277,13 +277,10 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", *, quality: int = 92) -> byt
     return buf.tobytes()
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))
-        + kind
-        + payload
-        + struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind)))
-    )
+def _png_chunk(kind: bytes, payload) -> list:
+    """The parts of one PNG chunk (joined once by the caller: a multi-megabyte IDAT is never copied twice)."""
+    crc = zlib.crc32(payload, zlib.crc32(kind))
+    return [struct.pack(">I", len(payload)), kind, payload, struct.pack(">I", crc)]
 
 
 def _encode_png(pixels: np.ndarray) -> bytes:
@@ -292,28 +289,30 @@ def _encode_png(pixels: np.ndarray) -> bytes:
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else 3
     raw = pixels.reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
+    filtered[:, 0] = _PNG_FILTER_AVG
     # AVG filter: each byte minus floor((left + up) / 2), left and up being 0 outside the image, modulo 256.
-    # floor((a + b) / 2) == (a & b) + ((a ^ b) >> 1) exactly, so it is computed in uint8 without widening.
-    pred = np.empty_like(raw)
+    # floor((a + b) / 2) == (a & b) + ((a ^ b) >> 1) exactly, so it is computed in uint8 without widening. The
+    # predictions are written into the output rows, then subtracted in place.
+    pred = filtered[:, 1:]
     left, up = raw[1:, :-channels], raw[:-1, channels:]
     body = pred[1:, channels:]
     np.bitwise_and(left, up, out=body)
     half = np.bitwise_xor(left, up)
     np.right_shift(half, 1, out=half)
     np.add(body, half, out=body)
+    del half
     np.right_shift(raw[0, :-channels], 1, out=pred[0, channels:])  # first row: up is 0
     np.right_shift(raw[:-1, :channels], 1, out=pred[1:, :channels])  # first pixel of a row: left is 0
     pred[0, :channels] = 0
-    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
-    filtered[:, 0] = _PNG_FILTER_AVG
-    np.subtract(raw, pred, out=filtered[:, 1:])
+    np.subtract(raw, pred, out=pred)
     header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
     return b"".join(
         [
             _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", isal_zlib.compress(filtered.data, _PNG_DEFLATE_LEVEL)),
-            _png_chunk(b"IEND", b""),
+            *_png_chunk(b"IHDR", header),
+            *_png_chunk(b"IDAT", isal_zlib.compress(filtered.data, _PNG_DEFLATE_LEVEL)),
+            *_png_chunk(b"IEND", b""),
         ]
     )
 

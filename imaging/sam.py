@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import segment_anything.modeling
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, Sam
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -516,11 +517,15 @@ class SamSegmenter(SamLikeSegmenter):
         mask per call, changes no value; one call per mask is ~3x faster than one call on three channels
         (measured at 2048x1536: torch's multi-channel bilinear path is much slower per channel)."""
         height, width = embedding.original_size
+        input_height, input_width = embedding.input_size
+        side = self.model.image_encoder.img_size
         out = np.empty((low_res.shape[0], height, width), dtype=bool)
         for k in range(low_res.shape[0]):
-            mask = self.model.postprocess_masks(
-                low_res[None, k : k + 1], embedding.input_size, (height, width)
-            )
+            # Sam.postprocess_masks step by step, with the crop made contiguous: the second interpolation then
+            # takes torch's vectorised path (the same values; half the time at 2048x1536).
+            mask = F.interpolate(low_res[None, k : k + 1], (side, side), mode="bilinear", align_corners=False)
+            mask = mask[..., :input_height, :input_width].contiguous()
+            mask = F.interpolate(mask, (height, width), mode="bilinear", align_corners=False)
             out[k] = (mask > self.model.mask_threshold)[0, 0].cpu().numpy()
         return out
 
