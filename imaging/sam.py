@@ -263,15 +263,13 @@ def _predict_masks_in_token_layout(
         return type(self).predict_masks(
             self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
         )
-    output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-    output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+    output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0).unsqueeze(0)
     tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-    src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0)
-    src = (src + dense_prompt_embeddings).contiguous(memory_format=_CHANNELS_LAST)
-    pos_src = torch.repeat_interleave(_channels_last_pe(self, image_pe), tokens.shape[0], dim=0)
+    # One prompt: upstream's repeat_interleave over the batch is the identity.
+    src = (image_embeddings + dense_prompt_embeddings).contiguous(memory_format=_CHANNELS_LAST)
     b, c, h, w = src.shape
 
-    hs, keys = self.transformer(src, pos_src, tokens)
+    hs, keys = self.transformer(src, _channels_last_pe(self, image_pe), tokens)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
 
