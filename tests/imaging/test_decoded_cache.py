@@ -14,6 +14,7 @@ from imaging import decoded_cache as decoded_module
 from imaging.codecs import decode_image, encode_image, sha256_hex
 from imaging.decoded_cache import DecodedImageCache
 from imaging.errors import ImageDecodeError
+from tests.fixtures.cache_damage import DAMAGES, damaged
 from tests.fixtures.images import image_bytes
 from tests.fixtures.waiting import MissGate, run_in_threads
 
@@ -84,23 +85,11 @@ def test_a_hit_is_served_to_another_cache_on_the_same_directory(tmp_path, origin
 
 def _damage(cache, originals, name: str, damage: str) -> None:
     path = cache.path_for(originals.key(name))
-    data = bytearray(path.read_bytes())
-    if damage == "truncate":
-        data = data[: len(data) - 100]
-    elif damage == "flip_payload":
-        data[-10] ^= 0xFF
-    elif damage == "garbage":
-        data = bytearray(os.urandom(len(data)))
-    elif damage == "empty":
-        data = bytearray()
-    elif damage == "header":
-        data[12:20] = b"{{{{{{{{"
-    else:  # another image's entry under this image's name
-        data = bytearray(cache.path_for(originals.key("gray.png")).read_bytes())
-    path.write_bytes(bytes(data))
+    other = cache.path_for(originals.key("gray.png")).read_bytes() if damage == "other_key" else b""
+    path.write_bytes(damaged(path.read_bytes(), damage, other=other))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip_payload", "garbage", "empty", "header", "other_key"])
+@pytest.mark.parametrize("damage", [*DAMAGES, "other_key"])
 def test_a_corrupt_entry_is_discarded_and_decoded_again(tmp_path, originals, damage):
     cache = DecodedImageCache(tmp_path, max_bytes=10**9)
     for name in ("colour.png", "gray.png"):

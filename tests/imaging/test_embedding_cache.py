@@ -15,6 +15,7 @@ from imaging.classical import ClassicalSegmenter
 from imaging.codecs import sha256_hex
 from imaging.embedding_cache import EmbeddingCache
 from imaging.segmenter import Embedding
+from tests.fixtures.cache_damage import DAMAGES, damaged
 
 FP = "test-fingerprint"
 
@@ -132,27 +133,13 @@ def test_the_entry_just_written_survives_a_tiny_bound(tmp_path):
     assert cache.count() == 1 and cache.get(key(2), FP) is not None
 
 
-@pytest.mark.parametrize(
-    "damage",
-    ["truncate", "flip_payload", "garbage", "empty", "header"],
-)
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_corrupt_entry_is_discarded_and_recomputed(tmp_path, coffee, damage):
     cache = EmbeddingCache(tmp_path, max_bytes=10**7)
     seg = CountingSegmenter()
     good, _ = cache.get_or_encode(key(5), coffee, seg)
     path = cache.path_for(key(5), FP)
-    data = bytearray(path.read_bytes())
-    if damage == "truncate":
-        data = data[: len(data) - 100]
-    elif damage == "flip_payload":
-        data[-10] ^= 0xFF
-    elif damage == "garbage":
-        data = bytearray(os.urandom(len(data)))
-    elif damage == "empty":
-        data = bytearray()
-    else:
-        data[12:20] = b"{{{{{{{{"
-    path.write_bytes(bytes(data))
+    path.write_bytes(damaged(path.read_bytes(), damage))
     assert cache.get(key(5), FP) is None
     assert not path.exists()  # discarded
     again, hit = cache.get_or_encode(key(5), coffee, seg)
