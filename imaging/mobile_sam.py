@@ -3,7 +3,8 @@
 The model is built from ``mobile_sam.modeling`` exactly like ``mobile_sam.build_sam.build_sam_vit_t``, with
 the TinyViT configuration read off the checkpoint's tensors (:func:`imaging.families.infer_tinyvit_config`;
 the published one is TinyViT-5M). Encode and predict are :class:`imaging.sam_like.SamLikeSegmenter`'s, which
-mirror MobileSAM's ``SamPredictor``: results equal it bit for bit on the same float16-rounded features.
+mirror MobileSAM's ``SamPredictor``: results equal it on the same float16-rounded features, to float32
+rounding (the decoder runs in :func:`imaging.sam.use_token_layout_mask_decoder`'s layout on the CPU).
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ Encode and predict mirror ``SamPredictor.set_image`` / ``SamPredictor.predict`` 
 threshold), but keep no per-image state on the object: the :class:`~imaging.segmenter.Embedding` carries the
 features and both sizes, so any number of threads can predict on any embeddings concurrently. Features are
 rounded to float16 right after encoding (the embedding cache's storage form) and prediction always runs on
-that rounded form, so a cache hit reproduces the first run bit for bit; results equal upstream
-``SamPredictor`` fed the same float16-rounded features.
+that rounded form, so a cache hit reproduces the first run bit for bit. Results equal upstream
+``SamPredictor`` fed the same float16-rounded features to float32 rounding: the same operations, which a
+CPU's kernels may block differently (the chunked attention and the token-layout decoder change the layout),
+so bit for bit on some machines and a few threshold pixels apart on others (IoU >= 0.999, tested).
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ def _chunked_attention_forward(self: Attention, x: torch.Tensor) -> torch.Tensor
     Every score row is the same sequence of operations as upstream's (``(q * scale) @ k^T``, then the
     decomposed relative-position terms added in the same order, softmax over the keys, ``@ v``), only fewer
     rows at a time, so peak memory drops from ``heads x HW x HW`` to :data:`ATTENTION_CHUNK_ELEMENTS`.
+    The matrix products of fewer rows may be blocked differently by the CPU's GEMM (by ISA and thread
+    count), so the output equals upstream's to float32 rounding, bit for bit on some machines only.
     The rel-pos additions are done in place: the same two float additions, without two temporaries.
     """
     B, H, W, _ = x.shape
@@ -247,7 +251,9 @@ def _predict_masks_in_token_layout(
     dense_prompt_embeddings: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``segment_anything``'s ``MaskDecoder.predict_masks`` with its tensors laid out for the CPU: the same
-    operations on the same values, bit for bit the same masks and scores, ~30% less time (vit_b, one thread).
+    operations on the same values, ~30% less time (vit_b, one thread). The logits equal upstream's to float32
+    rounding: bit for bit where oneDNN blocks the channels-last convolutions as it blocks upstream's layout
+    (seen on AVX-512), within ~1e-7 where it does not (seen on AVX2).
 
     Upstream hands the transformer ``B x C x H x W`` maps that it views as ``B x HW x C`` tokens, so every
     image-side addition and projection reads memory with a 16 KB stride, and its ``output_upscaling`` gets a
@@ -420,7 +426,7 @@ class SamSegmenter(SamLikeSegmenter):
 
     def _build(self, info: FamilyInfo) -> torch.nn.Module:
         model = build_sam_model(info.config)
-        # Bit-identical to upstream's attention, without its heads x 4096 x 4096 score matrices.
+        # Upstream's attention (to float32 rounding), without its heads x 4096 x 4096 score matrices.
         use_chunked_global_attention(model)
         return model
 

@@ -7,8 +7,9 @@ resize to 1024 and ImageNet normalisation; ``forward_image``, ``_prepare_backbon
 ``no_mem_embed`` addition; prompts normalised by the original size; the box as two labelled corner points
 before the clicks), without per-image state on the object. The embedding holds what the decoder needs, as
 float16: ``image_embed`` (``1x256x64x64``) and the two high-resolution feature maps ``high_res_0``
-(``1x32x256x256``) and ``high_res_1`` (``1x64x128x128``). Results equal ``SAM2ImagePredictor`` bit for bit on
-the same float16-rounded features.
+(``1x32x256x256``) and ``high_res_1`` (``1x64x128x128``). Results equal ``SAM2ImagePredictor`` on the same
+float16-rounded features (the same modules and steps: bit for bit where the CPU's kernels see the same
+layouts; the fidelity tests allow for kernel rounding).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ vit_b/l/h and custom ViTs, ``build_sam_vit_t`` for the TinyViT ``vit_tiny``), wi
 checkpoint's tensors. The embedding holds what ``MaskDecoderHQ`` needs: ``image_embed`` (``1x256x64x64``) and
 ``interm`` (the first global block's output, ``1x64x64xD``; TinyViT: its second stage), both float16.
 
-Prediction equals ``SamPredictorHQ.predict`` (``hq_token_only=False``, its default) bit for bit on the same
-float16-rounded features. As upstream, multimask output is ONE mask: the best of SAM's three tokens plus
+Prediction equals ``SamPredictorHQ.predict`` (``hq_token_only=False``, its default) on the same
+float16-rounded features (the same modules and steps: bit for bit where the CPU's kernels see the same
+layouts; the fidelity tests allow for kernel rounding). As upstream, multimask output is ONE mask: the best of SAM's three tokens plus
 the HQ token's mask, so candidates carry ``index=None`` and a template's ``mask_choice`` index falls back to
 that mask (:func:`imaging.segmenter.choose_candidate`).
 """

@@ -1,12 +1,13 @@
 """Model families: detection from tensors, loading, fidelity to each upstream predictor, box prompts, cache.
 
 Fidelity, per family (same checkpoint, image and prompts; the upstream predictor is fed the same
-float16-rounded features we store, as in test_sam.py):
+float16-rounded features we store, as in test_sam.py), to the bar of ``tests.fixtures.sam_reference``
+(mask IoU >= 0.999, score within 1e-4, bit-identical where the CPU's kernels round alike):
 
-- SAM 1 (box and points + box): bit-identical to ``segment_anything.SamPredictor``.
-- MobileSAM: bit-identical to ``mobile_sam.SamPredictor`` (same modules, same path).
-- SAM-HQ: bit-identical to ``segment_anything_hq.SamPredictor`` (``hq_token_only=False``; one fused mask).
-- SAM 2.1: bit-identical to ``sam2.sam2_image_predictor.SAM2ImagePredictor``.
+- SAM 1 (box and points + box): ``segment_anything.SamPredictor``.
+- MobileSAM: ``mobile_sam.SamPredictor`` (same modules, same path).
+- SAM-HQ: ``segment_anything_hq.SamPredictor`` (``hq_token_only=False``; one fused mask).
+- SAM 2.1: ``sam2.sam2_image_predictor.SAM2ImagePredictor``.
 
 Sizes: MobileSAM and SAM-HQ use a shrunk TinyViT (and SAM-HQ also the tiny 2-block ViT) built with the
 packages' own model classes, which our loader reads back from the tensors; SAM 2.1 uses hiera_tiny, its
@@ -38,6 +39,7 @@ from imaging.registry import (
 from imaging.sam import SamSegmenter, save_state_dict
 from imaging.segmenter import Segmenter
 from imaging.tiny_families import TINY_TINYVIT, build_family_checkpoint, random_state_dict
+from tests.fixtures.sam_reference import Fidelity
 
 POINTS = (np.array([[300.0, 200.0], [120.0, 90.0]], dtype=np.float32), np.array([1, 0], dtype=np.int32))
 BOX = (140.0, 60.0, 460.0, 330.0)
@@ -80,13 +82,13 @@ def loaded(ckpt, coffee):
     return get
 
 
-def _assert_equal(ours, masks, scores, *, indexed=True) -> None:
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-    assert len(ours) == len(order)
-    for candidate, i in zip(ours, order, strict=True):
-        assert candidate.score == float(scores[i])
-        assert np.array_equal(candidate.mask, masks[i])
-        assert candidate.index == (i if indexed else None)
+@pytest.fixture
+def fidelity(request, capsys):
+    """A :class:`~tests.fixtures.sam_reference.Fidelity` named after the test, reported in its output."""
+    record = Fidelity(request.node.name)
+    yield record
+    with capsys.disabled():
+        print(f"\n{record.report()}")
 
 
 # -- detection ---------------------------------------------------------------------------------------------
@@ -165,8 +167,8 @@ def test_every_family_follows_the_protocol(loaded):
 # -- fidelity with the upstream predictors -------------------------------------------------------------------
 
 
-def test_mobile_sam_matches_upstream_predictor(loaded, ckpt, coffee):
-    """Bit-identical to mobile_sam's SamPredictor (same modules, features rounded to float16)."""
+def test_mobile_sam_matches_upstream_predictor(loaded, ckpt, coffee, fidelity):
+    """mobile_sam's SamPredictor (same modules, features rounded to float16)."""
     from mobile_sam import SamPredictor
 
     from imaging.mobile_sam import build_mobile_sam_model
@@ -176,18 +178,18 @@ def test_mobile_sam_matches_upstream_predictor(loaded, ckpt, coffee):
     model.load_state_dict(torch.load(ckpt("mobile_sam_tiny"), weights_only=True))
     predictor = SamPredictor(model)
     predictor.set_image(coffee)
-    assert np.array_equal(predictor.features.numpy().astype(np.float16), embedding.arrays()["image_embed"])
+    fidelity.features(embedding.arrays()["image_embed"], predictor.features)
     predictor.features = predictor.features.half().float()
     for coords, labels, box in PROMPTS.values():
         masks, scores, _ = predictor.predict(
             point_coords=coords, point_labels=labels, box=None if box is None else np.array(box)
         )
-        _assert_equal(segmenter.predict(embedding, coords, labels, box), masks, scores)
+        fidelity.candidates(segmenter.predict(embedding, coords, labels, box), masks, scores)
 
 
 @pytest.mark.parametrize("kind", ["sam_hq_tiny_tinyvit", "sam_hq_tiny_vit"])
-def test_sam_hq_matches_upstream_predictor(loaded, ckpt, coffee, kind):
-    """Bit-identical to segment_anything_hq's SamPredictor (hq_token_only=False: one fused mask)."""
+def test_sam_hq_matches_upstream_predictor(loaded, ckpt, coffee, kind, fidelity):
+    """segment_anything_hq's SamPredictor (hq_token_only=False: one fused mask)."""
     from segment_anything_hq import SamPredictor
 
     from imaging.sam_hq import build_sam_hq_model
@@ -198,8 +200,8 @@ def test_sam_hq_matches_upstream_predictor(loaded, ckpt, coffee, kind):
     predictor = SamPredictor(model)
     predictor.set_image(coffee)
     arrays = embedding.arrays()
-    assert np.array_equal(predictor.features.numpy().astype(np.float16), arrays["image_embed"])
-    assert np.array_equal(predictor.interm_features[0].numpy().astype(np.float16), arrays["interm"])
+    fidelity.features(arrays["image_embed"], predictor.features)
+    fidelity.features(arrays["interm"], predictor.interm_features[0])
     predictor.features = predictor.features.half().float()
     predictor.interm_features = [t.half().float() for t in predictor.interm_features]
     for coords, labels, box in PROMPTS.values():
@@ -207,8 +209,8 @@ def test_sam_hq_matches_upstream_predictor(loaded, ckpt, coffee, kind):
             point_coords=coords, point_labels=labels, box=None if box is None else np.array(box)
         )
         ours = segmenter.predict(embedding, coords, labels, box)
-        _assert_equal(ours, masks, scores, indexed=False)
         assert len(ours) == 1
+        fidelity.candidates(ours, masks, scores, indexed=False)
 
 
 def _sam2_predictor(checkpoint: Path):
@@ -219,9 +221,9 @@ def _sam2_predictor(checkpoint: Path):
     return SAM2ImagePredictor(build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", str(checkpoint), device="cpu"))
 
 
-def test_sam2_matches_upstream_predictor(loaded, ckpt, coffee):
-    """Bit-identical to SAM2ImagePredictor.predict on the same float16 features (the encoder's equality with
-    set_image is the slow test below: a second hiera encode)."""
+def test_sam2_matches_upstream_predictor(loaded, ckpt, coffee, fidelity):
+    """SAM2ImagePredictor.predict on the same float16 features (the encoder's agreement with set_image is the
+    slow test below: a second hiera encode)."""
     segmenter, embedding = loaded("sam2_hiera_tiny")
     predictor = _sam2_predictor(ckpt("sam2_hiera_tiny"))
     arrays = {k: torch.from_numpy(v.copy()).float() for k, v in embedding.arrays().items()}
@@ -235,25 +237,23 @@ def test_sam2_matches_upstream_predictor(loaded, ckpt, coffee):
         masks, scores, _ = predictor.predict(
             point_coords=coords, point_labels=labels, box=None if box is None else np.array(box)
         )
-        _assert_equal(segmenter.predict(embedding, coords, labels, box), masks, scores)
+        fidelity.candidates(segmenter.predict(embedding, coords, labels, box), masks, scores)
 
 
 @pytest.mark.slow
-def test_sam2_encoder_matches_upstream_set_image(loaded, ckpt, coffee):
+def test_sam2_encoder_matches_upstream_set_image(loaded, ckpt, coffee, fidelity):
     _, embedding = loaded("sam2_hiera_tiny")
     predictor = _sam2_predictor(ckpt("sam2_hiera_tiny"))
     predictor.set_image(coffee)
     arrays = embedding.arrays()
-    assert np.array_equal(
-        predictor._features["image_embed"].numpy().astype(np.float16), arrays["image_embed"]
-    )
+    fidelity.features(arrays["image_embed"], predictor._features["image_embed"])
     for i, feat in enumerate(predictor._features["high_res_feats"]):
-        assert np.array_equal(feat.numpy().astype(np.float16), arrays[f"high_res_{i}"])
+        fidelity.features(arrays[f"high_res_{i}"], feat)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mobile_sam", "sam_hq_vit_tiny"])
-def test_published_tinyvit_models_match_upstream(ckpt, coffee, kind):
+def test_published_tinyvit_models_match_upstream(ckpt, coffee, kind, fidelity):
     segmenter = load_segmenter(ckpt(kind), device="cpu")
     embedding = segmenter.encode(coffee)
     if kind == "mobile_sam":
@@ -271,13 +271,13 @@ def test_published_tinyvit_models_match_upstream(ckpt, coffee, kind):
         masks, scores, _ = predictor.predict(
             point_coords=coords, point_labels=labels, box=None if box is None else np.array(box)
         )
-        _assert_equal(
+        fidelity.candidates(
             segmenter.predict(embedding, coords, labels, box), masks, scores, indexed=kind == "mobile_sam"
         )
 
 
-def test_sam1_box_prompts_match_upstream(tiny_sam, tiny_sam_checkpoint, coffee):
-    """SAM 1 with a box, and with points + box: bit-identical to segment_anything's SamPredictor."""
+def test_sam1_box_prompts_match_upstream(tiny_sam, tiny_sam_checkpoint, coffee, fidelity):
+    """SAM 1 with a box, and with points + box: segment_anything's SamPredictor."""
     from tests.fixtures.sam_reference import upstream_predictor
 
     embedding = tiny_sam.encode(coffee)
@@ -285,7 +285,7 @@ def test_sam1_box_prompts_match_upstream(tiny_sam, tiny_sam_checkpoint, coffee):
     for name in ("box", "points+box"):
         coords, labels, box = PROMPTS[name]
         masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=np.array(box))
-        _assert_equal(tiny_sam.predict(embedding, coords, labels, box), masks, scores)
+        fidelity.candidates(tiny_sam.predict(embedding, coords, labels, box), masks, scores)
 
 
 # -- encode_batch, cache, registry -------------------------------------------------------------------------

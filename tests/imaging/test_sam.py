@@ -25,7 +25,7 @@ from imaging.sam import (
 )
 from imaging.segmenter import Embedding, MaskCandidate, Segmenter
 from imaging.tiny_sam import TINY_CONFIG, build_tiny_sam_checkpoint
-from tests.fixtures.sam_reference import upstream_predictor
+from tests.fixtures.sam_reference import Fidelity, assert_tensors_close, upstream_predictor
 
 
 def random_prompts(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,14 +36,12 @@ def random_prompts(rng: np.random.Generator, width: int, height: int) -> tuple[n
     return coords, labels
 
 
-def assert_same_as_upstream(ours: list[MaskCandidate], predictor: SamPredictor, coords, labels) -> None:
+def check_against_upstream(
+    fidelity: Fidelity, ours: list[MaskCandidate], predictor: SamPredictor, coords, labels
+) -> None:
     masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, multimask_output=True)
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-    assert len(ours) == len(order) == 3
-    for candidate, i in zip(ours, order, strict=True):
-        assert candidate.score == float(scores[i])
-        assert candidate.mask.dtype == np.bool_
-        assert np.array_equal(candidate.mask, masks[i])
+    assert len(ours) == 3
+    fidelity.candidates(ours, masks, scores)
 
 
 # -- loading and architecture inference ---------------------------------------------------------------------
@@ -191,21 +189,24 @@ def test_encode_produces_float16_embedding(tiny_sam, coffee):
     assert tiny_sam.encode_calls == before + 1  # prediction never re-encodes
 
 
-def test_fidelity_with_upstream_predictor_on_50_prompt_sets(tiny_sam, tiny_sam_checkpoint, coffee):
-    """Same checkpoint, image and points: masks and scores identical to segment-anything's SamPredictor."""
+def test_fidelity_with_upstream_predictor_on_50_prompt_sets(tiny_sam, tiny_sam_checkpoint, coffee, capsys):
+    """Same checkpoint, image and points as segment-anything's SamPredictor: every mask IoU >= 0.999 and every
+    score within 1e-4 of its (bit-identical where this CPU's kernels round alike; the count is printed)."""
     embedding = tiny_sam.encode(coffee)
     predictor = upstream_predictor(tiny_sam_checkpoint, coffee)
-    assert np.array_equal(predictor.features.numpy().astype(np.float16), embedding.features)
+    fidelity = Fidelity("tiny SAM, 50 prompt sets")
+    fidelity.features(embedding.features, predictor.features)
     rng = np.random.default_rng(2024)
     sizes = []
     for _ in range(50):
         coords, labels = random_prompts(rng, 600, 400)
         ours = tiny_sam.predict(embedding, coords, labels)
-        assert_same_as_upstream(ours, predictor, coords, labels)
-        assert [c.score for c in ours] == sorted((c.score for c in ours), reverse=True)
+        check_against_upstream(fidelity, ours, predictor, coords, labels)
         sizes.extend(c.area for c in ours)
     # The random tiny model is still useful for previews: masks are neither all empty nor all full.
     assert any(0 < s < 400 * 600 for s in sizes)
+    with capsys.disabled():
+        print(f"\n{fidelity.report()}")
 
 
 def test_single_mask_output(tiny_sam, coffee):
@@ -269,7 +270,7 @@ def test_mask_candidate_properties():
 
 
 @pytest.mark.slow
-def test_fidelity_with_upstream_on_vit_b_random_weights(tmp_path, astronaut):
+def test_fidelity_with_upstream_on_vit_b_random_weights(tmp_path, astronaut, capsys):
     checkpoint = tmp_path / "sam_vit_b_random.pth"
     from imaging.tiny_sam import build_vit_b_random_checkpoint
 
@@ -279,19 +280,19 @@ def test_fidelity_with_upstream_on_vit_b_random_weights(tmp_path, astronaut):
     image = astronaut[:384]  # non-square: exercises padding and the size bookkeeping
     embedding = segmenter.encode(image)
     predictor = upstream_predictor(checkpoint, image)
-    assert np.array_equal(predictor.features.numpy().astype(np.float16), embedding.features)
+    fidelity = Fidelity("vit_b, 50 prompt sets")
+    fidelity.features(embedding.features, predictor.features)
     rng = np.random.default_rng(5)
-    for _ in range(5):
+    for _ in range(50):
         coords, labels = random_prompts(rng, 512, 384)
-        assert_same_as_upstream(segmenter.predict(embedding, coords, labels), predictor, coords, labels)
+        check_against_upstream(
+            fidelity, segmenter.predict(embedding, coords, labels), predictor, coords, labels
+        )
+    with capsys.disabled():
+        print(f"\n{fidelity.report()}")
 
 
 # -- speed levers: best-only prediction, chunked global attention ---------------------------------------------
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
 def test_predict_chosen_many_equals_predict_per_template(tiny_sam, coffee):
@@ -328,31 +329,34 @@ def test_predict_chosen_many_equals_predict_per_template(tiny_sam, coffee):
 def test_best_only_upsampling_matches_the_full_upstream_path(
     tiny_sam, tiny_sam_checkpoint, astronaut, capsys
 ):
-    """Only the chosen candidate is upsampled; it equals upstream SamPredictor's full-size mask of the highest
-    score bit for bit, on 50 prompt sets at 1280x960 (IoU reported: 1.0 means identical)."""
+    """Only the chosen candidate is upsampled; it is upstream SamPredictor's full-size mask of the highest
+    score (IoU >= 0.999, score within 1e-4; bit-identical where this CPU rounds alike), on 50 prompt sets at
+    1280x960. The low-resolution choice is the same: the candidate index matches upstream's argmax."""
     import cv2
+
+    from imaging.segmenter import Prompt
 
     image = cv2.resize(astronaut, (1280, 960), interpolation=cv2.INTER_AREA)
     embedding = tiny_sam.encode(image)
     predictor = upstream_predictor(tiny_sam_checkpoint, image)
     rng = np.random.default_rng(99)
-    from imaging.segmenter import Prompt
-
     prompts = [random_prompts(rng, 1280, 960) for _ in range(50)]
     ours = tiny_sam.predict_chosen_many(embedding, [Prompt(coords=c, labels=lab) for c, lab in prompts])
-    ious = []
+    fidelity = Fidelity("best-only upsampling at 1280x960")
     for (coords, labels), got in zip(prompts, ours, strict=True):
         masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, multimask_output=True)
         best = int(np.argmax(scores))
-        ious.append(iou(got.mask, masks[best]))
-        assert got.score == float(scores[best])
-        assert np.array_equal(got.mask, masks[best])
+        top_two = np.sort(scores)[-2:]
+        if top_two[1] - top_two[0] > 1e-5:  # a near-tie may pick either under another kernel's rounding
+            assert got.index == best
+        fidelity.pair(got, masks[got.index], float(scores[got.index]))
     with capsys.disabled():
-        print(f"\nbest-only upsampling vs upstream, 50 prompt sets: min IoU {min(ious):.6f}")
+        print(f"\n{fidelity.report()}")
 
 
-def test_chunked_global_attention_is_bit_identical(monkeypatch):
-    """The chunked forward gives upstream's attention output exactly, with ragged chunks too."""
+def test_chunked_global_attention_matches_upstream(monkeypatch):
+    """The chunked forward gives upstream's attention output (to float32 rounding: the chunks' matrix
+    products may be blocked differently by the CPU's kernels), with ragged chunks too."""
     import imaging.sam as sam_module
 
     torch.manual_seed(3)
@@ -371,7 +375,7 @@ def test_chunked_global_attention_is_bit_identical(monkeypatch):
         # The default (2 chunks), 9 ragged chunks of 7-8 rows, 32 chunks of 2 rows.
         for chunk in (sam_module.ATTENTION_CHUNK_ELEMENTS, 2 * 7 * 64 * 4096, 2 * 2 * 64 * 4096):
             monkeypatch.setattr(sam_module, "ATTENTION_CHUNK_ELEMENTS", chunk)
-            assert torch.equal(block.attn(x), expected)
+            assert_tensors_close(block.attn(x), expected)
     # Only this instance changed: a freshly built model still runs segment-anything's own forward.
     assert "forward" not in vars(build_sam_model(TINY_CONFIG).image_encoder.blocks[1].attn)
 
@@ -382,9 +386,10 @@ def test_segmenter_model_uses_chunked_attention(tiny_sam):
 
 
 @pytest.mark.parametrize("family", ["sam", "mobile_sam"])
-def test_token_layout_decoder_gives_upstreams_logits_bit_for_bit(family, tmp_path, tiny_sam_checkpoint):
+def test_token_layout_decoder_gives_upstreams_logits(family, tmp_path, tiny_sam_checkpoint):
     """The CPU decoder path (channels-last maps, upstream's layout kept where rounding depends on it) returns
-    exactly the logits and scores of the package's own ``MaskDecoder.predict_masks``: batched prompts of
+    the logits and scores of the package's own ``MaskDecoder.predict_masks`` to float32 rounding (bit for bit
+    on some CPUs, not on others: oneDNN blocks a channels-last convolution by ISA): batched prompts of
     points, boxes and mask inputs, one prompt and a batch (which runs upstream's own code), on random
     features."""
     from imaging.families import load_segmenter
@@ -417,4 +422,5 @@ def test_token_layout_decoder_gives_upstreams_logits_bit_for_bit(family, tmp_pat
                 sparse, dense = prompt_encoder(**{"points": None, "boxes": None, "masks": None} | prompt)
                 ours = decoder.predict_masks(features, image_pe, sparse, dense)
                 theirs = upstream(features, image_pe, sparse, dense)
-                assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+                assert_tensors_close(ours[0], theirs[0])
+                assert_tensors_close(ours[1], theirs[1])
