@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from imaging.allocator import tune_allocator_for_tensors
 from imaging.errors import CheckpointError
 from imaging.families import (
     FamilyInfo,
@@ -170,11 +171,15 @@ class CheckpointSegmenter(SegmenterBase):
     build_model: Any = None
     #: Embedding features as one plain array (SAM 1's cache format) instead of named arrays.
     plain_features = False
+    #: Whether the decoder runs in :func:`imaging.sam.use_token_layout_mask_decoder`'s layout (set on load).
+    token_layout_decoder = False
 
     def __init__(self, checkpoint_path: str | Path, *, device: str | None = None) -> None:
         from imaging.sam import checkpoint_fingerprint, resolve_device, use_token_layout_mask_decoder
 
         super().__init__()
+        # A process that loads a model runs tensor code from now on: keep its temporaries off fresh mmaps.
+        tune_allocator_for_tensors()
         self.checkpoint_path = Path(checkpoint_path)
         state_dict, info = self._identify(self.checkpoint_path)
         self.info = info
@@ -186,10 +191,9 @@ class CheckpointSegmenter(SegmenterBase):
         load_strict(model, state_dict, name=self.checkpoint_path.name, label=info.label)
         del state_dict
         self.model = model.to(self.device).eval()
-        if self.device == "cpu":
-            # The same masks and scores as upstream's decoder, without its strided reads and layout copies
-            # (SAM and MobileSAM; measured on the CPU only, so other devices keep upstream's layout).
-            use_token_layout_mask_decoder(self.model)
+        # The same masks and scores as upstream's decoder to float32 rounding, without its strided reads and
+        # layout copies (SAM and MobileSAM; measured on the CPU only, so other devices keep upstream's layout).
+        self.token_layout_decoder = self.device == "cpu" and use_token_layout_mask_decoder(self.model)
         self._prepare_transforms()
         self.fingerprint = segmenter_fingerprint(info, checkpoint_fingerprint(self.checkpoint_path))
         # One encoder forward at a time: concurrent forwards only oversubscribe the CPU threads (each
@@ -278,11 +282,19 @@ class CheckpointSegmenter(SegmenterBase):
     # -- predict -----------------------------------------------------------------------------------------
 
     def _device_features(self, embedding: Embedding) -> dict[str, torch.Tensor]:
-        """The embedding's arrays as float32 tensors on the model's device (the decoder's input)."""
-        return {
-            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device).float()
-            for k, v in embedding.arrays().items()
-        }
+        """The embedding's arrays as float32 tensors on the model's device (the decoder's input); image maps
+        channels-last for the token-layout decoder, which reads them so (converted here once per image, in
+        the same pass as the float16 -> float32 step, instead of once per prompt)."""
+        features = {}
+        for key, array in embedding.arrays().items():
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+            if self.token_layout_decoder and tensor.dim() == 4:
+                features[key] = torch.empty(
+                    tensor.shape, dtype=torch.float32, memory_format=torch.channels_last
+                ).copy_(tensor)
+            else:
+                features[key] = tensor.float()
+        return features
 
 
 class SamLikeSegmenter(CheckpointSegmenter):

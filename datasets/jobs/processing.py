@@ -10,12 +10,12 @@ mask (RLE, box, scores, quality flags: ``datasets.jobs.quality``; counted in the
 files, then commit (variants, item, counters, ``item`` event in one transaction fenced on this worker's lease).
 A failing image fails its item (the reason is kept) and the chunk goes on.
 
-Overlap: a two-thread pool *prepares* the next image (decode, then its embedding from the cache or the
-encoder) and *renders* the previous one (edits, output encodes, store), while the worker thread predicts the
-current image's masks and commits the previous one once they are predicted (cv2/PIL/zlib/numpy and torch
-release the GIL, so on two cores the model, the edits and the codecs run at once). Images are committed, and
-their events sent, in order, as soon as their outputs are stored (at the latest once the next image's masks are
-predicted; never held back by the next image's encode). The pool never touches the database.
+Overlap: a pool thread *prepares* the next image (decode, then its embedding from the cache or the encoder)
+and up to :data:`RENDERS_IN_FLIGHT` others *render* the previous ones (edits, output encodes, store), while
+the worker thread predicts the current image's masks (cv2/numpy/ISA-L and torch release the GIL, so on two
+cores the model, the edits and the codecs run at once). Images are committed, and their events sent, in
+order, as soon as their outputs are stored (never held back by the next image's encode). The pool never
+touches the database.
 
 Cancel and leases: before every image the worker renews its lease on the chunk's remaining items and reads the
 job's cancel flag; on a cancel it releases the items it has not started, so a cancel takes effect within one
@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -65,6 +66,12 @@ logger = logging.getLogger(__name__)
 #: Per-stage timing keys of ``GenerationJob.timings_ms`` (milliseconds, summed over images, chunks, workers).
 #: ``wall`` is the elapsed time of the image loops; ``sum(stages) - wall`` is what the overlap saved.
 STAGES = ("decode", "embed", "predict", "edit", "encode", "store")
+#: Images rendered (edits, encodes, store) at once behind the one being predicted. Two: with a warm cache
+#: an image's render (~210 ms of CPU at 2048x1536, two templates) outlasts its prediction (~120 ms), so with
+#: one the worker thread waits for it after every prediction. On this project's 2-core machine the two are
+#: within its noise (0.287 against 0.30 s per warm image, medians of four alternating runs): both cores are
+#: already busy there. A machine with a core to spare per worker gets the second render for free.
+RENDERS_IN_FLIGHT = 2
 
 _MAX_ERROR_CHARS = services.MAX_ERROR_CHARS
 
@@ -201,47 +208,49 @@ class _ChunkProcessor:
     def run(self) -> None:
         items = list(self.claim.items)
         started = time.perf_counter()
-        # Two pool threads: one prepares the next image while the other renders, encodes and stores the
-        # previous one; this thread predicts, and commits each image once its outputs are stored, so on two
-        # cores the model, the edits and the codecs run at the same time.
-        pending: _Outcome | None = None
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="samgen-io") as pool:
+        # One pool thread prepares the next image while up to RENDERS_IN_FLIGHT others render, encode and
+        # store the previous ones; this thread predicts, and commits the images in order, each as soon as its
+        # outputs are stored. On two cores the model, the edits and the codecs run at the same time, and a
+        # second render in flight keeps both cores busy once predicting an image is quicker than rendering one.
+        in_flight: deque[_Outcome] = deque()
+        with ThreadPoolExecutor(max_workers=1 + RENDERS_IN_FLIGHT, thread_name_prefix="samgen-io") as pool:
             upcoming: Future | None = pool.submit(self._prepare, items[0]) if items else None
             for position, item in enumerate(items):
                 remaining = [i.pk for i in items[position:]]
-                in_flight = [pending.item.pk] if pending is not None else []
-                held = services.items_heartbeat(worker=self.worker, item_ids=in_flight + remaining)
+                held = services.items_heartbeat(
+                    worker=self.worker, item_ids=[o.item.pk for o in in_flight] + remaining
+                )
                 if self._cancel_requested():
                     if upcoming is not None:
                         upcoming.cancel()
                     not_started = [pk for pk in held if pk in remaining]
                     services.items_release(worker=self.worker, job=self.job, item_ids=not_started)
                     break
-                if pending is not None and self._rendered_before(pending, upcoming):
-                    self._commit(pending)  # its event goes out now, not after the next image's encode
-                    pending = None
+                self._commit_rendered(in_flight, upcoming)
                 prepared = upcoming.result()
                 has_next = position + 1 < len(items)
                 upcoming = pool.submit(self._prepare, items[position + 1]) if has_next else None
                 if item.pk not in held:
                     logger.warning("job %s: lost the lease on item %s; skipping it", self.job.id, item.index)
                     continue
-                outcome = self._process(prepared, pool)
-                if pending is not None:
-                    self._commit(pending)
-                pending = outcome
-            if pending is not None:
-                self._commit(pending)  # its work is done (a cancel stops what has not started)
+                in_flight.append(self._process(prepared, pool))
+                while len(in_flight) > RENDERS_IN_FLIGHT or (in_flight and in_flight[0].stored is None):
+                    self._commit(in_flight.popleft())
+            while in_flight:
+                self._commit(in_flight.popleft())  # their work is done (a cancel stops what has not started)
         self.timings["wall"] = self.timings.get("wall", 0.0) + (time.perf_counter() - started) * 1000
 
-    @staticmethod
-    def _rendered_before(pending: _Outcome, upcoming: Future) -> bool:
-        """Wait until ``pending``'s outputs are stored or the next image is prepared, whichever comes first;
-        True when ``pending`` is ready to commit (a cold encode never holds back the previous image's event)."""
-        if pending.stored is None:
-            return True
-        wait([pending.stored, upcoming], return_when=FIRST_COMPLETED)
-        return pending.stored.done()
+    def _commit_rendered(self, in_flight: deque[_Outcome], upcoming: Future) -> None:
+        """Commit, in order, the images in flight whose outputs are stored, waiting for the oldest one until
+        it is stored or the next image is prepared, whichever comes first (a cold encode never holds back
+        the previous image's event)."""
+        while in_flight:
+            head = in_flight[0]
+            if head.stored is not None and not head.stored.done():
+                wait([head.stored, upcoming], return_when=FIRST_COMPLETED)
+                if not head.stored.done():
+                    return
+            self._commit(in_flight.popleft())
 
     def _cancel_requested(self) -> bool:
         row = GenerationJob.objects.filter(pk=self.job.pk).values_list("cancel_requested", "status").first()

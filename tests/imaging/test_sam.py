@@ -387,11 +387,10 @@ def test_segmenter_model_uses_chunked_attention(tiny_sam):
 
 @pytest.mark.parametrize("family", ["sam", "mobile_sam"])
 def test_token_layout_decoder_gives_upstreams_logits(family, tmp_path, tiny_sam_checkpoint):
-    """The CPU decoder path (channels-last maps, upstream's layout kept where rounding depends on it) returns
-    the logits and scores of the package's own ``MaskDecoder.predict_masks`` to float32 rounding (bit for bit
-    on some CPUs, not on others: oneDNN blocks a channels-last convolution by ISA): batched prompts of
-    points, boxes and mask inputs, one prompt and a batch (which runs upstream's own code), on random
-    features."""
+    """The CPU decoder path (channels-last maps, the image-to-token softmax along the queries, the upscaling
+    as per-pixel matrix products) returns the logits and scores of the package's own
+    ``MaskDecoder.predict_masks`` to float32 rounding: batched prompts of points, boxes and mask inputs, one
+    prompt and a batch (which runs upstream's own code), on random features."""
     from imaging.families import load_segmenter
     from imaging.sam import _predict_masks_in_token_layout
     from imaging.tiny_families import build_family_checkpoint
@@ -424,3 +423,66 @@ def test_token_layout_decoder_gives_upstreams_logits(family, tmp_path, tiny_sam_
                 theirs = upstream(features, image_pe, sparse, dense)
                 assert_tensors_close(ours[0], theirs[0])
                 assert_tensors_close(ours[1], theirs[1])
+
+
+@pytest.mark.parametrize(
+    "tokens", [7, 15, 16, 40]
+)  # 8 heads x 15 < 128 channels: factored; 16, 40: upstream's
+def test_cross_attention_between_prompt_and_image_matches_upstream(tokens, monkeypatch):
+    """Both factored decoder attentions (prompt tokens to image tokens and back, the image side never
+    projected) give upstream ``Attention.forward``'s output; past ``heads x tokens >= channels`` they run
+    upstream's own forward."""
+    from segment_anything.modeling.transformer import Attention as DecoderAttention
+
+    import imaging.sam as sam_module
+
+    torch.manual_seed(3)
+    attention = DecoderAttention(256, 8, downsample_rate=2).eval()
+    prompt, image = torch.randn(2, tokens, 256), torch.randn(2, 4096, 256)
+    upstream_calls = []
+    original = DecoderAttention.forward
+    monkeypatch.setattr(
+        DecoderAttention, "forward", lambda self, *a: upstream_calls.append(1) or original(self, *a)
+    )
+    with torch.inference_mode():
+        for forward, (q, kv) in (
+            (sam_module._token_to_image_attention_forward, (prompt, image)),
+            (sam_module._image_to_token_attention_forward, (image, prompt)),
+        ):
+            expected = original(attention, q, kv, kv)
+            ours = forward(attention, q, kv, kv)
+            assert ours.shape == expected.shape
+            assert_tensors_close(ours, expected)
+    assert len(upstream_calls) == (0 if 8 * tokens < 128 else 2)
+
+
+def test_pixelwise_upscaling_matches_output_upscaling(tiny_sam):
+    """The per-pixel matrices reproduce ``output_upscaling`` on a channels-last token map, pixel for pixel."""
+    from imaging.sam import _PixelwiseUpscaling
+
+    upscaling = tiny_sam.model.mask_decoder.output_upscaling
+    pixelwise = _PixelwiseUpscaling.of(upscaling)
+    channels = upscaling[0].in_channels
+    tokens = torch.randn(1, channels, 8, 6, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = upscaling(tokens)  # 1 x C/8 x 32 x 24
+        flat = pixelwise(tokens.permute(0, 2, 3, 1).reshape(48, channels), 8, 6)  # (I, J, a2, b2) x C/8
+        ours = flat.view(16, 12, 2, 2, -1).permute(4, 0, 2, 1, 3).reshape(1, -1, 32, 24)
+    assert_tensors_close(ours, expected)
+
+
+def test_decoder_of_another_structure_keeps_upstreams_path(tmp_path):
+    """A decoder whose upscaling is not two 2x2 stride-2 transposed convolutions is left as it is."""
+    from imaging.sam import _PixelwiseUpscaling, use_token_layout_mask_decoder
+
+    model = build_sam_model(TINY_CONFIG)
+    upscaling = model.mask_decoder.output_upscaling
+    channels = upscaling[0].in_channels
+    upscaling[0] = torch.nn.ConvTranspose2d(channels, channels // 4, kernel_size=4, stride=2, padding=1)
+    assert _PixelwiseUpscaling.of(upscaling) is None
+    assert use_token_layout_mask_decoder(model) is False
+    assert "predict_masks" not in vars(model.mask_decoder)
+    assert all(
+        "forward" not in vars(layer.cross_attn_image_to_token)
+        for layer in model.mask_decoder.transformer.layers
+    )
