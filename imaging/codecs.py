@@ -274,20 +274,14 @@ def _png_chunk(kind: bytes, payload) -> list:
     return [struct.pack(">I", len(payload)), kind, payload, struct.pack(">I", crc)]
 
 
-def _encode_png(pixels: np.ndarray, *, row_filter: int = _PNG_FILTER_AVG) -> bytes:
-    """A PNG of ``pixels`` (``HxWx3`` RGB or ``HxW`` grayscale, 8-bit, C-contiguous): every row AVG-filtered
-    (or, with ``row_filter=_PNG_FILTER_NONE``, stored as it is), one zlib stream (ISA-L level 1) in one IDAT
-    chunk."""
+def _encode_png(pixels: np.ndarray) -> bytes:
+    """A PNG of ``pixels`` (``HxWx3`` RGB or ``HxW`` grayscale, 8-bit, C-contiguous): every row AVG-filtered,
+    one zlib stream (ISA-L level 1) in one IDAT chunk."""
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else 3
     raw = pixels.reshape(height, width * channels)
     filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
-    filtered[:, 0] = row_filter
-    if row_filter == _PNG_FILTER_NONE:
-        filtered[:, 1:] = raw
-        return _png_file(width, height, channels, filtered)
-    if row_filter != _PNG_FILTER_AVG:
-        raise ValueError(f"unsupported PNG row filter {row_filter}")
+    filtered[:, 0] = _PNG_FILTER_AVG
     # AVG filter: each byte minus floor((left + up) / 2), left and up being 0 outside the image, modulo 256.
     # floor((a + b) / 2) == (a & b) + ((a ^ b) >> 1) exactly, so it is computed in uint8 without widening. The
     # predictions are written into the output rows, then subtracted in place.
@@ -307,7 +301,7 @@ def _encode_png(pixels: np.ndarray, *, row_filter: int = _PNG_FILTER_AVG) -> byt
 
 
 def _png_file(width: int, height: int, channels: int, filtered: np.ndarray) -> bytes:
-    """The PNG file of 8-bit rows already prefixed with their filter byte."""
+    """The PNG file of 8-bit rows already prefixed with their filter byte (one ISA-L level 1 IDAT)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
     return b"".join(
         [
@@ -324,10 +318,14 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"expected an HxW mask, got shape {m.shape}")
-    u8 = m.astype(np.uint8) * 255 if m.dtype == np.bool_ else np.where(m != 0, 255, 0).astype(np.uint8)
+    height, width = m.shape
     # Two-valued rows need no filter: ISA-L level 1 writes a 3-megapixel mask in 0.7 ms, 16.6 KB, against
     # 8.5 ms and 11.2 KB through OpenCV's libpng (no filter, zlib level 1, RLE); previews send three a click.
-    return _encode_png(np.ascontiguousarray(u8), row_filter=_PNG_FILTER_NONE)
+    # The 0/255 samples are written straight into the filtered rows.
+    rows = np.empty((height, width + 1), dtype=np.uint8)
+    rows[:, 0] = _PNG_FILTER_NONE
+    np.multiply(m if m.dtype == np.bool_ else m != 0, 255, out=rows[:, 1:], dtype=np.uint8)
+    return _png_file(width, height, 1, rows)
 
 
 def decode_mask_png(

@@ -329,7 +329,6 @@ def _predict_masks_in_token_layout(
     (which the segmenters never send: they decode prompt by prompt, so a mask never depends on which other
     prompts share its batch) runs upstream's ``predict_masks``.
     """
-    upscaling: _PixelwiseUpscaling = self._pixelwise_upscaling
     if sparse_prompt_embeddings.shape[0] != 1:
         return type(self).predict_masks(
             self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
@@ -343,7 +342,7 @@ def _predict_masks_in_token_layout(
     hs, keys = self.transformer(src, _channels_last_pe(self, image_pe), tokens)
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
-    pixels = upscaling(keys[0], h, w)
+    pixels = self._pixelwise_upscaling(keys[0], h, w)
     hyper_in = torch.stack(
         [self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(self.num_mask_tokens)],
         dim=1,
